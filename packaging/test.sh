@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# Checks everything mediasoup-server ships besides the server itself: the systemd unit,
+# the .deb and .rpm packages (built from the existing release binary), the Prometheus
+# alert rules and the Grafana dashboards. Installs the tools it needs when missing.
+#
+#   bash packaging/test.sh
+#
+# MEDIASOUP_SERVER_BIN overrides the binary started for the metrics scrape (default
+# target/release/mediasoup-server). The .deb round trip installs the package on this
+# machine with dpkg and purges it again; it refuses to run when mediasoup-server is
+# installed from elsewhere. Ends with "N passed, M failed"; exit status 1 if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=$ROOT/packaging/.work/test
+PY=/usr/bin/python3
+BIN=${MEDIASOUP_SERVER_BIN:-$ROOT/target/release/mediasoup-server}
+DIST=$ROOT/packaging/.work/dist
+ALERTS=(MediasoupServerDown MediasoupServerNotReady MediasoupWorkerDied MediasoupJoinsFailing
+        MediasoupNoInboundMedia MediasoupPoorMediaQuality MediasoupWorkerSaturated
+        MediasoupServerRestartLoop)
+MAX_EXPOSURE=2.0
+
+# Each check runs in a subshell, so what must outlive it is kept in files: the pid of a
+# server it started, the overlay it mounted, and a marker while the .deb is installed.
+SERVER_PIDFILE=$WORK/server.pid
+OVERLAY_FILE=$WORK/overlay.path
+INSTALLED_MARK=$ROOT/packaging/.work/installed-by-test
+GROUP_MARK=$ROOT/packaging/.work/group-added-by-test
+passed=0
+failed=0
+
+cleanup() {
+    if [ -f "$SERVER_PIDFILE" ]; then kill -KILL "$(cat "$SERVER_PIDFILE")" 2>/dev/null; fi
+    if [ -f "$OVERLAY_FILE" ]; then
+        umount "$(cat "$OVERLAY_FILE")" 2>/dev/null
+        rm -rf "$(dirname "$(cat "$OVERLAY_FILE")")"
+    fi
+    if [ -f "$INSTALLED_MARK" ]; then dpkg -P mediasoup-server >/dev/null 2>&1 && rm -f "$INSTALLED_MARK"; fi
+    if [ -f "$GROUP_MARK" ]; then groupdel mediasoup 2>/dev/null; rm -f "$GROUP_MARK"; fi
+}
+trap cleanup EXIT
+rm -f "$SERVER_PIDFILE"   # a pid from an earlier run may belong to another process by now
+cleanup
+rm -rf "$WORK"
+mkdir -p "$WORK/logs"
+
+# check NAME COMMAND...: runs one check in a subshell (fail exits it), its output kept in
+# packaging/.work/test/logs/.
+check() {
+    local name=$1 n log
+    shift
+    n=$((passed + failed + 1))
+    log=$WORK/logs/$(printf %02d "$n")-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-' | cut -c1-50).log
+    if ("$@") >"$log" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok   $n $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $n $name (log: ${log#"$ROOT"/})"
+        tail -n 25 "$log" | sed 's/^/     | /'
+    fi
+}
+
+fail() { echo "$*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------------------
+bash packaging/install-tools.sh build test || { echo "0 passed, 1 failed"; exit 1; }
+
+# --- systemd unit ------------------------------------------------------------------------
+UNIT=systemd/mediasoup-server.service
+
+unit_settings() {
+    local want missing=0
+    for want in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=30s' 'Restart=on-failure' \
+        'RestartPreventExitStatus=78' 'EnvironmentFile=/etc/mediasoup/server.env' \
+        'User=mediasoup' 'Group=mediasoup' 'LimitNOFILE=65536' 'NoNewPrivileges=yes' \
+        'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' 'PrivateDevices=yes' \
+        'ProtectKernelTunables=yes' 'ProtectKernelModules=yes' 'ProtectKernelLogs=yes' \
+        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6' 'RestrictNamespaces=yes' \
+        'LockPersonality=yes' 'SystemCallFilter=@system-service' 'CapabilityBoundingSet=' \
+        'WantedBy=multi-user.target'; do
+        grep -qxF "$want" "$UNIT" || { echo "missing: $want"; missing=1; }
+    done
+    return $missing
+}
+check "unit has the required service settings" unit_settings
+
+exposure() {
+    local tmp score
+    tmp=$(mktemp -d)
+    # ExecStart must exist for the offline analysis; point it at a binary that does.
+    sed 's#^ExecStart=.*#ExecStart=/bin/true#' "$UNIT" >"$tmp/mediasoup-server.service"
+    systemd-analyze security --offline=yes "$tmp/mediasoup-server.service" | tail -n 1
+    score=$(systemd-analyze security --offline=yes "$tmp/mediasoup-server.service" \
+        | sed -n 's/.*Overall exposure level for mediasoup-server.service: \([0-9.]*\).*/\1/p')
+    rm -rf "$tmp"
+    [ -n "$score" ] || fail "no exposure score in the output"
+    echo "exposure score $score (limit $MAX_EXPOSURE)"
+    awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'
+}
+check "unit exposure score (systemd-analyze security --offline=yes) <= $MAX_EXPOSURE" exposure
+
+# --- packages ----------------------------------------------------------------------------
+check "packages build (cargo deb --no-build, cargo generate-rpm)" bash packaging/build-packages.sh
+DEB=$(ls "$DIST"/mediasoup-server_*.deb 2>/dev/null | head -n 1)
+RPM=$(ls "$DIST"/mediasoup-server-*.rpm 2>/dev/null | head -n 1)
+
+lintian_clean() {
+    [ -f "$DEB" ] || fail "no .deb was built"
+    lintian --fail-on error --display-info "$DEB"
+}
+check "lintian reports no errors" lintian_clean
+
+rpmlint_clean() {
+    local out
+    [ -f "$RPM" ] || fail "no .rpm was built"
+    out=$(rpmlint -c packaging/rpmlint.toml "$RPM" 2>&1)
+    echo "$out"
+    echo "$out" | grep -Eq '[^0-9]0 errors' || fail "rpmlint reported errors"
+}
+check "rpmlint reports no errors" rpmlint_clean
+
+deb_contents() {
+    local f listing
+    [ -f "$DEB" ] || fail "no .deb was built"
+    listing=$(dpkg-deb -c "$DEB" | awk '{print $6}')
+    for f in ./usr/bin/mediasoup-server ./usr/lib/systemd/system/mediasoup-server.service \
+        ./etc/mediasoup/server.env ./usr/lib/sysctl.d/60-mediasoup-server.conf \
+        ./usr/share/man/man8/mediasoup-server.8.gz ./usr/share/doc/mediasoup-server/copyright \
+        ./usr/share/doc/mediasoup-server/README.md \
+        ./usr/share/doc/mediasoup-server/changelog.Debian.gz \
+        ./usr/share/mediasoup-server/alerts/mediasoup-server.rules.yml \
+        ./usr/share/mediasoup-server/alerts/prometheus.example.yml \
+        ./usr/share/mediasoup-server/dashboards/provisioning/mediasoup-server.yaml \
+        ./usr/share/mediasoup-server/dashboards/mediasoup-server-overview.json \
+        ./usr/share/mediasoup-server/dashboards/mediasoup-server-media-quality.json \
+        ./usr/share/mediasoup-server/dashboards/mediasoup-server-capacity.json; do
+        echo "$listing" | grep -qxF "$f" || fail "$f is not in the .deb"
+    done
+    dpkg-deb -f "$DEB" Depends | tee /dev/stderr | grep -q adduser || fail "Depends lacks adduser"
+    [ "$(dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles)" = /etc/mediasoup/server.env ] ||
+        fail "conffiles is not exactly /etc/mediasoup/server.env"
+    cmp <(dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/mediasoup/server.env) .env.example ||
+        fail "the packaged server.env differs from .env.example"
+}
+check ".deb holds the binary, unit, conffile, sysctl file, docs, dashboards and rules" deb_contents
+
+# --- .deb round trip on this machine -----------------------------------------------------
+paths_named_mediasoup() {
+    find /etc /usr /var/lib /run -xdev -name '*mediasoup*' 2>/dev/null | sort
+    grep -h '^mediasoup:' /etc/passwd /etc/group /etc/shadow /etc/gshadow 2>/dev/null
+}
+
+# start_packaged_server ENVFILE: starts /usr/bin/mediasoup-server as the mediasoup user
+# with the variables of ENVFILE (parsed as systemd's EnvironmentFile= would), on free
+# loopback ports.
+start_packaged_server() {
+    local -a vars
+    mapfile -d '' vars < <($PY packaging/checks.py env-file "$1")
+    HTTP_PORT=$($PY packaging/checks.py free-port)
+    METRICS_PORT=$($PY packaging/checks.py free-port)
+    RTC_MIN=$((20000 + RANDOM % 20000))
+    (cd / && exec setpriv --reuid=mediasoup --regid=mediasoup --init-groups \
+        env -i PATH=/usr/bin:/bin "${vars[@]}" \
+        MEDIASOUP_LISTEN_ADDR="127.0.0.1:$HTTP_PORT" \
+        MEDIASOUP_METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
+        MEDIASOUP_ANNOUNCED_IP=127.0.0.1 \
+        MEDIASOUP_RTC_MIN_PORT="$RTC_MIN" MEDIASOUP_RTC_MAX_PORT="$((RTC_MIN + 100))" \
+        /usr/bin/mediasoup-server) >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    echo "$SERVER_PID" >"$SERVER_PIDFILE"
+}
+
+# wait_http URL SECONDS: polls until URL answers 200, or fails with the server's log.
+wait_http() {
+    local deadline=$((SECONDS + $2))
+    while [ $SECONDS -lt $deadline ]; do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG"; fail "the server exited before $1 answered"; }
+        sleep 0.2
+    done
+    cat "$SERVER_LOG"
+    fail "$1 did not answer 200 within $2 s"
+}
+
+# stop_server: SIGTERM, then the exit status must be 0 within 15 s.
+stop_server() {
+    local pid=$SERVER_PID status deadline=$((SECONDS + 15))
+    kill -TERM "$pid"
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fail "no exit within 15 s of SIGTERM"; fi
+    wait "$pid"
+    status=$?
+    rm -f "$SERVER_PIDFILE"
+    [ "$status" -eq 0 ] || fail "exit status $status after SIGTERM (expected 0)"
+}
+
+deb_install() {
+    local before entry
+    [ -f "$DEB" ] || fail "no .deb was built"
+    if dpkg-query -W -f='${db:Status-Status}' mediasoup-server 2>/dev/null | grep -qv '^not-installed$'; then
+        fail "mediasoup-server is already installed on this machine (not by this test); not touching it"
+    fi
+    getent passwd mediasoup >/dev/null && fail "a mediasoup user exists before the install"
+    paths_named_mediasoup >"$WORK/before-install.txt"
+    touch "$INSTALLED_MARK"
+    dpkg -i "$DEB" || fail "dpkg -i failed"
+    entry=$(getent passwd mediasoup) || fail "postinst created no mediasoup user"
+    echo "user: $entry"
+    [ "$(echo "$entry" | cut -d: -f3)" -lt 1000 ] || fail "mediasoup is not a system user"
+    [ "$(echo "$entry" | cut -d: -f7)" = /usr/sbin/nologin ] || fail "mediasoup can log in"
+    getent group mediasoup || fail "no mediasoup group"
+    for f in /usr/bin/mediasoup-server /etc/mediasoup/server.env \
+        /usr/lib/systemd/system/mediasoup-server.service /usr/lib/sysctl.d/60-mediasoup-server.conf \
+        /usr/share/mediasoup-server/alerts/mediasoup-server.rules.yml; do
+        [ -f "$f" ] || fail "$f not installed"
+    done
+    dpkg-query -W -f='${Conffiles}\n' mediasoup-server | tee /dev/stderr |
+        grep -q '^ /etc/mediasoup/server.env [0-9a-f]\{32\}$' || fail "server.env is not a conffile"
+    [ -L /etc/systemd/system/multi-user.target.wants/mediasoup-server.service ] ||
+        fail "deb-systemd-helper did not enable the unit"
+}
+check ".deb installs with dpkg -i: user, files, conffile, unit enabled" deb_install
+
+installed_unit_verifies() {
+    local out
+    [ -f /usr/lib/systemd/system/mediasoup-server.service ] || fail "package not installed"
+    out=$(systemd-analyze verify --man=no /usr/lib/systemd/system/mediasoup-server.service 2>&1)
+    local rc=$?
+    echo "$out"
+    [ $rc -eq 0 ] || fail "systemd-analyze verify failed"
+    ! echo "$out" | grep -qi 'unknown\|ignoring' || fail "systemd-analyze verify warned"
+}
+check "installed unit passes systemd-analyze verify" installed_unit_verifies
+
+packaged_server_answers() {
+    [ -x /usr/bin/mediasoup-server ] || fail "package not installed"
+    SERVER_LOG=$WORK/packaged-server.log
+    start_packaged_server /etc/mediasoup/server.env
+    wait_http "http://127.0.0.1:$HTTP_PORT/healthz" 30
+    echo "healthz: 200"
+    curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/packaged-metrics.txt" ||
+        fail "/metrics did not answer"
+    grep -q '^mediasoup_server_build_info{' "$WORK/packaged-metrics.txt" ||
+        fail "/metrics has no mediasoup_server_build_info"
+    [ "$(ps -o user= -p "$SERVER_PID")" = mediasoup ] || fail "the server does not run as mediasoup"
+    stop_server
+    echo "SIGTERM -> exit 0"
+}
+check "packaged binary as user mediasoup with the packaged env answers /healthz and /metrics" packaged_server_answers
+
+installed_prometheus_files() {
+    [ -f /usr/share/mediasoup-server/alerts/prometheus.example.yml ] || fail "package not installed"
+    promtool check config /usr/share/mediasoup-server/alerts/prometheus.example.yml
+}
+check "installed prometheus.example.yml and its rule file pass promtool check config" installed_prometheus_files
+
+deb_remove_purge() {
+    [ -f "$INSTALLED_MARK" ] || fail "package not installed by this run"
+    dpkg -r mediasoup-server || fail "dpkg -r failed"
+    [ -f /etc/mediasoup/server.env ] || fail "dpkg -r removed the conffile"
+    getent passwd mediasoup >/dev/null || fail "dpkg -r removed the user (only purge may)"
+    [ ! -e /usr/bin/mediasoup-server ] || fail "dpkg -r left the binary"
+    dpkg -P mediasoup-server || fail "dpkg -P failed"
+    rm -f "$INSTALLED_MARK"
+    paths_named_mediasoup >"$WORK/after-purge.txt"
+    diff -u "$WORK/before-install.txt" "$WORK/after-purge.txt" || fail "dpkg -P left the lines marked + above"
+    echo "nothing named *mediasoup* left in /etc /usr /var/lib /run, passwd, group, shadow, gshadow"
+}
+check ".deb dpkg -r keeps conffile and user, dpkg -P leaves nothing behind" deb_remove_purge
+
+# An administrator's own mediasoup group is used, and survives the purge with its gid.
+deb_purge_keeps_existing_group() {
+    local gid
+    [ -f "$DEB" ] || fail "no .deb was built"
+    getent group mediasoup >/dev/null && fail "a mediasoup group exists already"
+    touch "$GROUP_MARK"
+    groupadd --system mediasoup
+    gid=$(getent group mediasoup | cut -d: -f3)
+    touch "$INSTALLED_MARK"
+    dpkg -i "$DEB" >/dev/null || fail "dpkg -i failed"
+    [ "$(id -g mediasoup)" = "$gid" ] || fail "the user is not in the existing group $gid"
+    dpkg -P mediasoup-server >/dev/null || fail "dpkg -P failed"
+    rm -f "$INSTALLED_MARK"
+    getent passwd mediasoup && fail "dpkg -P left the user"
+    [ "$(getent group mediasoup | cut -d: -f3)" = "$gid" ] || fail "dpkg -P did not keep group mediasoup ($gid)"
+    echo "user removed, group mediasoup kept with gid $gid"
+    groupdel mediasoup
+    rm -f "$GROUP_MARK"
+}
+check ".deb dpkg -P keeps a mediasoup group that existed before the install" deb_purge_keeps_existing_group
+
+# --- .rpm ------------------------------------------------------------------------------
+rpm_files() {
+    [ -f "$RPM" ] || fail "no .rpm was built"
+    rpm -qlp "$RPM" 2>/dev/null | sort >"$WORK/rpm-files.txt"
+    cat "$WORK/rpm-files.txt"
+    diff -u - "$WORK/rpm-files.txt" <<'EOF' || fail "the .rpm file list differs from the expected one"
+/etc/mediasoup/server.env
+/usr/bin/mediasoup-server
+/usr/lib/sysctl.d/60-mediasoup-server.conf
+/usr/lib/systemd/system/mediasoup-server.service
+/usr/share/doc/mediasoup-server/README.md
+/usr/share/licenses/mediasoup-server/LICENSE
+/usr/share/man/man8/mediasoup-server.8.gz
+/usr/share/mediasoup-server/alerts/mediasoup-server.rules.yml
+/usr/share/mediasoup-server/alerts/prometheus.example.yml
+/usr/share/mediasoup-server/dashboards/mediasoup-server-capacity.json
+/usr/share/mediasoup-server/dashboards/mediasoup-server-media-quality.json
+/usr/share/mediasoup-server/dashboards/mediasoup-server-overview.json
+/usr/share/mediasoup-server/dashboards/provisioning/mediasoup-server.yaml
+EOF
+    [ "$(rpm -qcp "$RPM" 2>/dev/null)" = /etc/mediasoup/server.env ] || fail "rpm -qcp is not exactly /etc/mediasoup/server.env"
+    rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null | tee /dev/stderr |
+        grep -qx 'cn /etc/mediasoup/server.env' || fail "server.env is not %config(noreplace)"
+    rpm -qp --requires "$RPM" 2>/dev/null | tee /dev/stderr | grep -qx 'shadow-utils' ||
+        fail "the .rpm does not require shadow-utils (useradd)"
+    rpm2cpio "$RPM" | (cd "$WORK" && cpio -idm --quiet ./usr/bin/mediasoup-server)
+    file "$WORK/usr/bin/mediasoup-server" | tee /dev/stderr | grep -q ', stripped' ||
+        fail "the .rpm binary is not stripped"
+}
+check ".rpm file list, %config(noreplace), requires, stripped binary (rpm -qlp, -qcp)" rpm_files
+
+rpm_scriptlets() {
+    local s
+    [ -f "$RPM" ] || fail "no .rpm was built"
+    s=$(rpm -qp --scripts "$RPM" 2>/dev/null)
+    echo "$s"
+    echo "$s" | grep -q '^preinstall scriptlet' || fail "no %pre"
+    echo "$s" | grep -q 'useradd --system --gid mediasoup' || fail "%pre does not create the user"
+    echo "$s" | grep -q '^postinstall scriptlet' || fail "no %post"
+    echo "$s" | grep -q 'systemctl --no-reload enable mediasoup-server.service' || fail "%post does not enable the unit"
+    echo "$s" | grep -q 'systemctl daemon-reload' || fail "no daemon-reload"
+    echo "$s" | grep -q '^preuninstall scriptlet' || fail "no %preun"
+    echo "$s" | grep -q 'disable --now mediasoup-server.service' || fail "%preun does not stop and disable the unit"
+    echo "$s" | grep -q '^postuninstall scriptlet' || fail "no %postun"
+    echo "$s" | grep -q 'try-restart mediasoup-server.service' || fail "%postun does not restart on upgrade"
+}
+check ".rpm scriptlets (rpm -qp --scripts)" rpm_scriptlets
+
+# The scriptlets really run in an overlay over / (the host stays untouched): install
+# creates the user and enables the unit; erase disables it and removes the files.
+rpm_overlay_round_trip() {
+    local base
+    [ -f "$RPM" ] || fail "no .rpm was built"
+    base=$(mktemp -d /tmp/mediasoup-rpm-XXXXXX)
+    mkdir -p "$base/upper" "$base/work" "$base/root"
+    mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root" ||
+        fail "cannot mount an overlay over /"
+    echo "$base/root" >"$OVERLAY_FILE"
+    local R=$base/root rc=0
+    (
+        set -e
+        rm -rf "$R/var/lib/rpm"
+        rpm --root "$R" --dbpath /var/lib/rpm --initdb
+        rpm --root "$R" --dbpath /var/lib/rpm -i --nodeps "$RPM" 2>&1 | grep -v 'use Alien' || true
+        rpm --root "$R" --dbpath /var/lib/rpm -q mediasoup-server
+        grep '^mediasoup:' "$R/etc/passwd"
+        [ -x "$R/usr/bin/mediasoup-server" ]
+        [ -L "$R/etc/systemd/system/multi-user.target.wants/mediasoup-server.service" ]
+        echo "installed: user created, unit enabled"
+        rpm --root "$R" --dbpath /var/lib/rpm -e mediasoup-server 2>&1 | grep -v 'use Alien' || true
+        [ ! -e "$R/etc/systemd/system/multi-user.target.wants/mediasoup-server.service" ]
+        [ ! -e "$R/usr/bin/mediasoup-server" ] && [ ! -e "$R/etc/mediasoup/server.env" ]
+        echo "erased: unit disabled, files removed, user kept (Fedora guidelines)"
+    ) || rc=1
+    umount "$R"
+    rm -rf "$base" "$OVERLAY_FILE"
+    return $rc
+}
+check ".rpm installs and erases in an overlay root with its scriptlets" rpm_overlay_round_trip
+
+# --- alert rules -------------------------------------------------------------------------
+check "promtool check rules alerts/mediasoup-server.rules.yml" promtool check rules alerts/mediasoup-server.rules.yml
+check "promtool test rules alerts/tests/mediasoup-server.test.yml" promtool test rules alerts/tests/mediasoup-server.test.yml
+
+alerts_complete() {
+    local a rules=alerts/mediasoup-server.rules.yml docs
+    docs=$(cat README.md packaging/README-sections.md 2>/dev/null)
+    for a in "${ALERTS[@]}"; do
+        grep -q "^      - alert: $a\$" $rules || fail "$a is not in $rules"
+        grep -q "alertname: $a\$" alerts/tests/mediasoup-server.test.yml || fail "$a has no unit test"
+        echo "$docs" | grep -q "^### $a\$" || fail "$a has no runbook section (### $a)"
+    done
+    [ "$(grep -c '^      - alert:' $rules)" -eq ${#ALERTS[@]} ] || fail "$rules has alerts this check does not know"
+    $PY - "$rules" <<'EOF'
+import sys, yaml
+for rule in yaml.safe_load(open(sys.argv[1]))["groups"][0]["rules"]:
+    a = rule.get("annotations", {})
+    missing = [k for k in ("summary", "description", "runbook") if not a.get(k)]
+    if rule.get("labels", {}).get("severity") not in ("critical", "warning"):
+        missing.append("severity")
+    if missing:
+        sys.exit(f'{rule["alert"]}: missing {", ".join(missing)}')
+print("every rule has severity, summary, description and runbook")
+EOF
+}
+check "every alert has severity, annotations, a unit test and a runbook section" alerts_complete
+
+# --- dashboards --------------------------------------------------------------------------
+check "dashboards JSON is what dashboards/generate.py writes" $PY dashboards/generate.py --check
+
+dashboards_lint() {
+    $PY packaging/checks.py lint-dashboards dashboards "$WORK/dashboard-exprs.rules.json" &&
+        promtool check rules "$WORK/dashboard-exprs.rules.json"
+}
+check "dashboards: uid/title/ids/gridPos sane, datasource variable, every PromQL parses" dashboards_lint
+
+provisioning_example() {
+    $PY - <<'EOF'
+import yaml
+doc = yaml.safe_load(open("dashboards/provisioning/mediasoup-server.yaml"))
+p = doc["providers"][0]
+assert doc["apiVersion"] == 1 and p["type"] == "file", doc
+assert p["options"]["path"] == "/usr/share/mediasoup-server/dashboards", p
+print("provider", p["name"], "->", p["options"]["path"])
+EOF
+}
+check "Grafana provisioning example points at the packaged dashboards" provisioning_example
+
+# --- metric names against a real scrape --------------------------------------------------
+scrape_has_every_metric() {
+    local dir http metrics rtc status
+    [ -x "$BIN" ] || fail "$BIN does not exist; build it (bash worker-build/setup.sh && cargo build --release)"
+    dir=$(mktemp -d)
+    http=$($PY packaging/checks.py free-port)
+    metrics=$($PY packaging/checks.py free-port)
+    rtc=$((20000 + RANDOM % 20000))
+    (cd "$dir" && exec env MEDIASOUP_LISTEN_ADDR="127.0.0.1:$http" MEDIASOUP_METRICS_ADDR="127.0.0.1:$metrics" \
+        MEDIASOUP_ANNOUNCED_IP=127.0.0.1 MEDIASOUP_RTC_MIN_PORT="$rtc" MEDIASOUP_RTC_MAX_PORT="$((rtc + 100))" \
+        "$BIN") >"$WORK/scrape-server.log" 2>&1 &
+    SERVER_PID=$!
+    echo "$SERVER_PID" >"$SERVER_PIDFILE"
+    SERVER_LOG=$WORK/scrape-server.log
+    wait_http "http://127.0.0.1:$metrics/metrics" 30
+    curl -fsS "http://127.0.0.1:$metrics/metrics" >"$WORK/scrape.txt"
+    stop_server
+    rm -rf "$dir"
+    $PY packaging/checks.py missing-metrics "$WORK/scrape.txt" dashboards/*.json alerts/mediasoup-server.rules.yml
+}
+check "every metric named in dashboards and alert rules is in a real scrape" scrape_has_every_metric
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,455 @@
+//! Everything worth observing, one small struct per event. The core fills them in where the
+//! thing happens; the sinks decide what each one means for logs, metrics and systemd.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mediasoup::prelude::{ConsumerId, MediaKind, ProducerId, Protocol, TransportId};
+use mediasoup::router::RouterId;
+use mediasoup::types::data_structures::{DtlsState, IceState};
+use mediasoup::worker::WorkerId;
+
+/// The name of a room, from the WebSocket URL's path.
+pub type RoomName = Arc<str>;
+
+/// One WebSocket connection, unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer-{}", self.0)
+    }
+}
+
+/// Which way media flows on a transport, seen from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer produces on it.
+    Send,
+    /// The peer consumes on it.
+    Recv,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Send => "send",
+            Direction::Recv => "recv",
+        }
+    }
+}
+
+pub fn kind_str(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSpawned {
+    pub worker: usize,
+    pub id: WorkerId,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerDied {
+    pub worker: usize,
+    pub error: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerClosed {
+    pub worker: usize,
+}
+
+/// A periodic health probe: one cheap request to the worker, answered or not within the deadline.
+#[derive(Debug, Clone)]
+pub struct WorkerProbed {
+    pub worker: usize,
+    pub duration: Duration,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomOpened {
+    pub room: RoomName,
+    pub worker: usize,
+    pub router: RouterId,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomClosed {
+    pub room: RoomName,
+    pub worker: usize,
+    pub router: RouterId,
+}
+
+#[derive(Debug, Clone)]
+pub struct SocketOpened {
+    pub peer: PeerId,
+    pub room: RoomName,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerJoined {
+    pub peer: PeerId,
+    pub room: RoomName,
+    pub user_id: Arc<str>,
+}
+
+/// Why a peer left its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The client closed the socket or the connection broke.
+    Disconnected,
+    /// Another connection with the same user id joined the room.
+    Replaced,
+    /// The client could not keep up with its notifications.
+    TooSlow,
+    ServerShutdown,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Disconnected => "disconnected",
+            LeaveReason::Replaced => "replaced",
+            LeaveReason::TooSlow => "too_slow",
+            LeaveReason::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerLeft {
+    pub peer: PeerId,
+    pub room: RoomName,
+    /// Set once the first request named the user.
+    pub user_id: Option<Arc<str>>,
+    pub reason: LeaveReason,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerReplaced {
+    pub old: PeerId,
+    pub new: PeerId,
+    pub room: RoomName,
+    pub user_id: Arc<str>,
+}
+
+/// Steps a peer passes on its way to sending or receiving media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JoinStage {
+    SocketOpened,
+    RtpCapabilities,
+    TransportsCreated,
+    IceConnected,
+    DtlsConnected,
+    FirstMedia,
+}
+
+impl JoinStage {
+    pub const ALL: [JoinStage; 6] = [
+        JoinStage::SocketOpened,
+        JoinStage::RtpCapabilities,
+        JoinStage::TransportsCreated,
+        JoinStage::IceConnected,
+        JoinStage::DtlsConnected,
+        JoinStage::FirstMedia,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinStage::SocketOpened => "socket_opened",
+            JoinStage::RtpCapabilities => "rtp_capabilities",
+            JoinStage::TransportsCreated => "transports_created",
+            JoinStage::IceConnected => "ice_connected",
+            JoinStage::DtlsConnected => "dtls_connected",
+            JoinStage::FirstMedia => "first_media",
+        }
+    }
+}
+
+/// A peer reached a join stage for the first time.
+#[derive(Debug, Clone)]
+pub struct JoinProgressed {
+    pub peer: PeerId,
+    pub stage: JoinStage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinFailure {
+    /// A join request (capabilities, transport) was refused as invalid.
+    BadRequest,
+    /// The server could not create a transport.
+    TransportFailed,
+    IceFailed,
+    DtlsFailed,
+    /// The socket closed before DTLS connected.
+    DisconnectedEarly,
+}
+
+impl JoinFailure {
+    pub const ALL: [JoinFailure; 5] = [
+        JoinFailure::BadRequest,
+        JoinFailure::TransportFailed,
+        JoinFailure::IceFailed,
+        JoinFailure::DtlsFailed,
+        JoinFailure::DisconnectedEarly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinFailure::BadRequest => "bad_request",
+            JoinFailure::TransportFailed => "transport_failed",
+            JoinFailure::IceFailed => "ice_failed",
+            JoinFailure::DtlsFailed => "dtls_failed",
+            JoinFailure::DisconnectedEarly => "disconnected_early",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinFailed {
+    pub peer: PeerId,
+    pub reason: JoinFailure,
+}
+
+/// One signaling request answered (or refused).
+#[derive(Debug, Clone)]
+pub struct RequestHandled {
+    pub peer: PeerId,
+    /// The request's `type`, or `invalid` when it had none we know.
+    pub request: &'static str,
+    pub ok: bool,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportCreated {
+    pub peer: PeerId,
+    pub worker: usize,
+    pub transport: TransportId,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportClosed {
+    pub peer: PeerId,
+    pub worker: usize,
+    pub transport: TransportId,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone)]
+pub struct IceStateChanged {
+    pub peer: PeerId,
+    pub transport: TransportId,
+    pub state: IceState,
+}
+
+#[derive(Debug, Clone)]
+pub struct DtlsStateChanged {
+    pub peer: PeerId,
+    pub transport: TransportId,
+    pub state: DtlsState,
+    /// Time since the transport was created.
+    pub elapsed: Duration,
+}
+
+/// ICE chose the network path: the protocol tells UDP from TCP (a firewall hint).
+#[derive(Debug, Clone)]
+pub struct IceTupleSelected {
+    pub peer: PeerId,
+    pub transport: TransportId,
+    pub protocol: Protocol,
+    pub remote: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerCreated {
+    pub peer: PeerId,
+    pub producer: ProducerId,
+    pub kind: MediaKind,
+    pub media_tag: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerClosed {
+    pub peer: PeerId,
+    pub producer: ProducerId,
+    pub kind: MediaKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerPaused {
+    pub peer: PeerId,
+    pub producer: ProducerId,
+    pub kind: MediaKind,
+    /// false: resumed.
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerScored {
+    pub peer: PeerId,
+    pub producer: ProducerId,
+    pub kind: MediaKind,
+    /// 0 (unusable) to 10 (perfect), from the worker.
+    pub score: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerCreated {
+    pub peer: PeerId,
+    pub consumer: ConsumerId,
+    pub producer: ProducerId,
+    pub kind: MediaKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerClosed {
+    pub peer: PeerId,
+    pub consumer: ConsumerId,
+    pub kind: MediaKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerPaused {
+    pub peer: PeerId,
+    pub consumer: ConsumerId,
+    pub kind: MediaKind,
+    /// false: resumed.
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerScored {
+    pub peer: PeerId,
+    pub consumer: ConsumerId,
+    pub kind: MediaKind,
+    pub score: u8,
+    pub producer_score: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerLayersChanged {
+    pub peer: PeerId,
+    pub consumer: ConsumerId,
+    pub spatial: Option<u8>,
+    pub temporal: Option<u8>,
+}
+
+/// Which side of the server a media stream is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// From a producing peer into the server.
+    In,
+    /// From the server out to a consuming peer.
+    Out,
+}
+
+impl Flow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::In => "in",
+            Flow::Out => "out",
+        }
+    }
+}
+
+/// One stats poll of one producer (`In`) or consumer (`Out`); counters are increments since the
+/// previous sample of the same object.
+#[derive(Debug, Clone)]
+pub struct MediaSampled {
+    pub kind: MediaKind,
+    pub flow: Flow,
+    pub bytes: u64,
+    pub bitrate: u64,
+    pub nacks: u64,
+    pub plis: u64,
+    pub firs: u64,
+    /// Fraction of packets lost in the last report, 0..=1.
+    pub loss: f64,
+    pub rtt: Option<Duration>,
+}
+
+/// One round of stats polling finished.
+#[derive(Debug, Clone)]
+pub struct StatsPolled {
+    pub objects: usize,
+    pub skipped: usize,
+    pub duration: Duration,
+}
+
+/// Workers up and listeners bound: the server takes traffic.
+#[derive(Debug, Clone)]
+pub struct ServerReady {
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+    pub workers: usize,
+    /// The address put into ICE candidates, if any.
+    pub announced: Option<String>,
+}
+
+/// Shutdown began: no new connections.
+#[derive(Debug, Clone)]
+pub struct ServerStopping;
+
+/// Shutdown finished: the last event; sinks flush and end.
+#[derive(Debug, Clone)]
+pub struct ServerStopped;
+
+macro_rules! events {
+    ($($name:ident),* $(,)?) => {
+        /// Every event the core emits.
+        #[derive(Debug, Clone)]
+        pub enum Event {
+            $($name($name),)*
+        }
+        $(impl From<$name> for Event {
+            fn from(event: $name) -> Self {
+                Event::$name(event)
+            }
+        })*
+    };
+}
+
+events!(
+    WorkerSpawned,
+    WorkerDied,
+    WorkerClosed,
+    WorkerProbed,
+    RoomOpened,
+    RoomClosed,
+    SocketOpened,
+    PeerJoined,
+    PeerLeft,
+    PeerReplaced,
+    JoinProgressed,
+    JoinFailed,
+    RequestHandled,
+    TransportCreated,
+    TransportClosed,
+    IceStateChanged,
+    DtlsStateChanged,
+    IceTupleSelected,
+    ProducerCreated,
+    ProducerClosed,
+    ProducerPaused,
+    ProducerScored,
+    ConsumerCreated,
+    ConsumerClosed,
+    ConsumerPaused,
+    ConsumerScored,
+    ConsumerLayersChanged,
+    MediaSampled,
+    StatsPolled,
+    ServerReady,
+    ServerStopping,
+    ServerStopped,
+);

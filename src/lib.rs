@@ -1,0 +1,17 @@
+//! mediasoup-server: a WebRTC SFU for FoundryVTT tables, speaking the MediaSoupVTT protocol.
+//!
+//! Layout: `config` reads the environment; `workers` owns the mediasoup workers; `rooms` is the
+//! room/peer model; `signaling` speaks the WebSocket protocol; `bus` carries every lifecycle
+//! event to the `sinks` (logs, Prometheus, systemd, OTLP); `server` wires it all together.
+
+pub mod bus;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod rooms;
+pub mod server;
+pub mod shutdown;
+pub mod signaling;
+pub mod sinks;
+pub mod telemetry;
+pub mod workers;

@@ -1,0 +1,279 @@
+//! Wires the server together: bus and sinks, workers, rooms, the two listeners, and shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, Span};
+
+use crate::bus::{BusBuilder, ServerReady, ServerStopped, ServerStopping};
+use crate::config::Config;
+use crate::health::Health;
+use crate::http::{self, Body};
+use crate::rooms::{stats, Rooms, TransportSettings};
+use crate::shutdown::{self, Shutdown};
+use crate::signaling::{self, room_name, Signaling, MAX_FRAME_BYTES};
+use crate::sinks;
+use crate::workers::{SpawnError, WorkerPool};
+
+/// Queue sizes of the sinks: generous, since a full queue loses events.
+const LOG_QUEUE: usize = 8192;
+const METRICS_QUEUE: usize = 8192;
+const SYSTEMD_QUEUE: usize = 1024;
+/// How long peers get to close on shutdown, and sinks to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("address {addr} is in use: set {variable} to a free address")]
+    AddressInUse {
+        addr: SocketAddr,
+        variable: &'static str,
+    },
+    #[error("cannot listen on {addr}: {source}; check {variable}")]
+    Bind {
+        addr: SocketAddr,
+        variable: &'static str,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Workers(#[from] SpawnError),
+}
+
+async fn bind(addr: SocketAddr, variable: &'static str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ServerError::AddressInUse { addr, variable }
+        } else {
+            ServerError::Bind {
+                addr,
+                variable,
+                source,
+            }
+        }
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let signal = shutdown_signal();
+    run_until(config, signal).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        // Without a SIGTERM handler, Ctrl-C still works.
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the server until `stop` resolves.
+pub async fn run_until(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let workers_configured = config.num_workers.get();
+    let health = Health::new(workers_configured);
+
+    let mut bus = BusBuilder::default();
+    let log_events = bus.subscribe("log", LOG_QUEUE);
+    let metric_events = bus.subscribe("prometheus", METRICS_QUEUE);
+    let systemd_events = sinks::systemd::enabled().then(|| bus.subscribe("systemd", SYSTEMD_QUEUE));
+    let bus = bus.build();
+
+    let mut sink_tasks: Vec<JoinHandle<()>> = vec![tokio::spawn(sinks::log::run(log_events))];
+    let metrics = Arc::new(sinks::prometheus::Metrics::new(
+        workers_configured,
+        bus.clone(),
+        health.clone(),
+    ));
+    sink_tasks.push(tokio::spawn(sinks::prometheus::run(
+        metrics.clone(),
+        metric_events,
+    )));
+    if let Some(events) = systemd_events {
+        sink_tasks.push(tokio::spawn(sinks::systemd::run(
+            events,
+            health.clone(),
+            workers_configured,
+        )));
+    }
+
+    // Bind first: a taken port should fail before the workers start.
+    let signaling_listener = bind(config.listen_addr, "MEDIASOUP_LISTEN_ADDR").await?;
+    let metrics_listener = bind(config.metrics_addr, "MEDIASOUP_METRICS_ADDR").await?;
+    let listen = signaling_listener.local_addr().unwrap_or(config.listen_addr);
+    let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
+
+    let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
+    let rooms = Arc::new(Rooms::new(
+        workers.clone(),
+        bus.clone(),
+        TransportSettings::from_config(&config),
+    ));
+    let signaling = Arc::new(Signaling::new(rooms.clone()));
+    let (trigger, shutdown) = shutdown::channel();
+
+    let background = [
+        tokio::spawn(workers.clone().probe_forever(bus.clone(), health.clone())),
+        tokio::spawn(stats::poll_forever(rooms.clone(), config.stats_interval)),
+    ];
+    let servers = [
+        tokio::spawn(sinks::prometheus::serve(
+            metrics,
+            metrics_listener,
+            shutdown.clone(),
+        )),
+        tokio::spawn(serve_signaling(
+            signaling_listener,
+            signaling,
+            health.clone(),
+            shutdown.clone(),
+        )),
+    ];
+    health.set_listeners_bound();
+    bus.emit(
+        &Span::none(),
+        ServerReady {
+            listen,
+            metrics: metrics_addr,
+            workers: workers_configured,
+            announced: config.announced_address.clone(),
+        },
+    );
+
+    stop.await;
+
+    bus.emit(&Span::none(), ServerStopping);
+    trigger.trigger();
+    rooms.close_all().await;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while !rooms.snapshot().await.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in background.iter().chain(&servers) {
+        task.abort();
+    }
+    drop(rooms);
+    drop(workers);
+    bus.emit(&Span::none(), ServerStopped);
+    for task in sink_tasks {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
+    }
+    Ok(())
+}
+
+async fn serve_signaling(
+    listener: TcpListener,
+    signaling: Arc<Signaling>,
+    health: Health,
+    shutdown: Shutdown,
+) {
+    let connection_shutdown = shutdown.clone();
+    let handler = move |request: Request<Incoming>| {
+        let (signaling, health, shutdown) = (
+            signaling.clone(),
+            health.clone(),
+            connection_shutdown.clone(),
+        );
+        async move { route(request, signaling, health, shutdown) }
+    };
+    http::serve(listener, handler, shutdown).await;
+}
+
+fn route(
+    request: Request<Incoming>,
+    signaling: Arc<Signaling>,
+    health: Health,
+    shutdown: Shutdown,
+) -> Response<Body> {
+    let is_upgrade = request
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    match (request.method(), request.uri().path(), is_upgrade) {
+        (&Method::GET, "/healthz", false) => {
+            if health.workers_alive() {
+                http::text(StatusCode::OK, "ok\n")
+            } else {
+                http::text(StatusCode::SERVICE_UNAVAILABLE, "a mediasoup worker died\n")
+            }
+        }
+        (&Method::GET, "/readyz", false) => {
+            let failing = health.failing_checks();
+            if failing.is_empty() {
+                http::json(StatusCode::OK, &json!({ "ready": true, "failing": [] }))
+            } else {
+                http::json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "ready": false, "failing": failing }),
+                )
+            }
+        }
+        (&Method::GET, _, true) => upgrade(request, signaling, shutdown),
+        _ => http::text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this is a MediaSoupVTT signaling server: connect with a WebSocket to ws://host:port/<room>\n",
+        ),
+    }
+}
+
+/// Accepts the WebSocket handshake and hands the connection to signaling.
+fn upgrade(request: Request<Incoming>, signaling: Arc<Signaling>, shutdown: Shutdown) -> Response<Body> {
+    let room = match room_name::from_path(request.uri().path()) {
+        Ok(room) => room,
+        Err(reason) => return http::text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
+    };
+    let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY) else {
+        return http::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header\n");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_FRAME_BYTES))
+                    .max_frame_size(Some(MAX_FRAME_BYTES));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                signaling::serve(ws, room, signaling, shutdown).await;
+            }
+            Err(error) => debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    let mut response = http::text(StatusCode::SWITCHING_PROTOCOLS, "");
+    let headers = response.headers_mut();
+    headers.remove(hyper::header::CONTENT_TYPE);
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+

@@ -1,0 +1,124 @@
+//! Carries out one request on the peer and says what to answer, and what to do right after
+//! answering (the duties PROTOCOL.md gives the server that the module never asks for).
+
+use mediasoup::prelude::*;
+use serde_json::{json, Value};
+
+use super::message::{media_tag, Request};
+use crate::rooms::{Announcement, Peer, PeerError};
+
+/// A successful answer: the response's `type` and `data`, then the follow-up.
+pub struct Reply {
+    pub kind: &'static str,
+    pub data: Value,
+    pub then: FollowUp,
+}
+
+/// Work that must happen after the response has been sent.
+pub enum FollowUp {
+    None,
+    /// A late joiner's consuming transport exists: tell it about every existing producer.
+    Announce(Vec<Announcement>),
+    /// The client has the consumer's parameters: let media flow.
+    StartConsumer(ConsumerId),
+}
+
+fn reply(kind: &'static str, data: Value) -> Reply {
+    Reply {
+        kind,
+        data,
+        then: FollowUp::None,
+    }
+}
+
+/// Whether a failure of this request type counts against the join funnel.
+pub fn is_join_request(kind: &str) -> bool {
+    matches!(kind, "getRouterRtpCapabilities" | "createWebRtcTransport")
+}
+
+pub async fn handle(peer: &mut Peer, request: Request) -> Result<Reply, PeerError> {
+    match request {
+        Request::GetRouterRtpCapabilities => Ok(reply(
+            "routerRtpCapabilities",
+            json!(peer.rtp_capabilities()),
+        )),
+        Request::CreateWebRtcTransport {
+            force_tcp,
+            producing,
+            consuming,
+        } => {
+            let (transport, announcements) =
+                peer.create_transport(producing, consuming, force_tcp).await?;
+            let data = json!({
+                "id": transport.id(),
+                "iceParameters": transport.ice_parameters(),
+                "iceCandidates": transport.ice_candidates(),
+                "dtlsParameters": transport.dtls_parameters(),
+            });
+            Ok(Reply {
+                kind: "transportCreated",
+                data,
+                then: FollowUp::Announce(announcements),
+            })
+        }
+        Request::ConnectTransport {
+            transport_id,
+            dtls_parameters,
+        } => {
+            peer.connect_transport(transport_id, dtls_parameters).await?;
+            Ok(reply("transportConnected", json!({ "connected": true })))
+        }
+        Request::Produce {
+            transport_id,
+            kind,
+            rtp_parameters,
+            app_data,
+        } => {
+            let tag = media_tag(&app_data)
+                .map_err(PeerError::Produce)?
+                .into();
+            let produced = peer
+                .produce(transport_id, kind, rtp_parameters, tag, app_data)
+                .await?;
+            Ok(reply("produced", json!({ "id": produced.id })))
+        }
+        Request::Consume {
+            producer_id,
+            rtp_capabilities,
+        } => {
+            let consumer = peer.consume(producer_id, rtp_capabilities).await?;
+            let data = json!({
+                "id": consumer.id(),
+                "producerId": consumer.producer_id(),
+                "kind": consumer.kind(),
+                "rtpParameters": consumer.rtp_parameters(),
+                "producerPaused": consumer.producer_paused(),
+            });
+            Ok(Reply {
+                kind: "consumed",
+                data,
+                then: FollowUp::StartConsumer(consumer.id()),
+            })
+        }
+        Request::PauseProducer { producer_id } => {
+            peer.pause_producer(producer_id, true).await?;
+            Ok(reply("producerPaused", json!({ "paused": true })))
+        }
+        Request::ResumeProducer { producer_id } => {
+            peer.pause_producer(producer_id, false).await?;
+            Ok(reply("producerResumed", json!({ "paused": false })))
+        }
+        Request::ConsumerPause { consumer_id } => {
+            peer.pause_consumer(consumer_id, true).await?;
+            Ok(reply("consumerPaused", json!({ "paused": true })))
+        }
+        Request::ConsumerResume { consumer_id } => {
+            peer.pause_consumer(consumer_id, false).await?;
+            Ok(reply("consumerResumed", json!({ "paused": false })))
+        }
+        Request::ConsumerClose { consumer_id } => {
+            peer.close_consumer(consumer_id)?;
+            Ok(reply("consumerClosed", json!({ "closed": true })))
+        }
+    }
+}

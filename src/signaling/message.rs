@@ -1,0 +1,259 @@
+//! The MediaSoupVTT wire format (see PROTOCOL.md): parsing requests, building responses and
+//! notifications. Nothing here touches media.
+
+use mediasoup::prelude::*;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::rooms::Announcement;
+
+/// A request's `type` values, as the module names them.
+pub const REQUEST_TYPES: [&str; 10] = [
+    "getRouterRtpCapabilities",
+    "createWebRtcTransport",
+    "connectTransport",
+    "produce",
+    "consume",
+    "pauseProducer",
+    "resumeProducer",
+    "consumerPause",
+    "consumerResume",
+    "consumerClose",
+];
+
+/// Longest `userId` accepted (FoundryVTT's are 16 characters).
+const MAX_USER_ID_LEN: usize = 128;
+/// Longest `appData.mediaTag` accepted.
+const MAX_MEDIA_TAG_LEN: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Request {
+    GetRouterRtpCapabilities,
+    #[serde(rename_all = "camelCase")]
+    CreateWebRtcTransport {
+        #[serde(default)]
+        force_tcp: bool,
+        producing: bool,
+        consuming: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    ConnectTransport {
+        transport_id: TransportId,
+        dtls_parameters: DtlsParameters,
+    },
+    #[serde(rename_all = "camelCase")]
+    Produce {
+        transport_id: TransportId,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+        app_data: Map<String, Value>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Consume {
+        producer_id: ProducerId,
+        rtp_capabilities: RtpCapabilities,
+    },
+    #[serde(rename_all = "camelCase")]
+    PauseProducer { producer_id: ProducerId },
+    #[serde(rename_all = "camelCase")]
+    ResumeProducer { producer_id: ProducerId },
+    #[serde(rename_all = "camelCase")]
+    ConsumerPause { consumer_id: ConsumerId },
+    #[serde(rename_all = "camelCase")]
+    ConsumerResume { consumer_id: ConsumerId },
+    #[serde(rename_all = "camelCase")]
+    ConsumerClose { consumer_id: ConsumerId },
+}
+
+/// A frame that could be read as a request.
+#[derive(Debug)]
+pub struct Envelope {
+    pub request_id: Value,
+    /// One of [`REQUEST_TYPES`].
+    pub kind: &'static str,
+    pub user_id: String,
+    pub request: Request,
+}
+
+/// Why a frame is not a usable request.
+#[derive(Debug, PartialEq)]
+pub enum ParseError {
+    /// No `requestId` to answer to: reply with a `{"type": "error"}` frame.
+    Unanswerable(String),
+    /// Answer `{requestId, error}`; `kind` is the request type when it was known.
+    Invalid {
+        request_id: Value,
+        kind: Option<&'static str>,
+        error: String,
+    },
+}
+
+/// Reads one text frame.
+pub fn parse(text: &str) -> Result<Envelope, ParseError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ParseError::Unanswerable(format!("frame is not valid JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(ParseError::Unanswerable(
+            "frame is not a JSON object: send {\"type\": ..., \"requestId\": ..., \"userId\": ...}"
+                .into(),
+        ));
+    };
+    let request_id = match object.get("requestId") {
+        Some(id @ Value::String(s)) if !s.is_empty() && s.len() <= 128 => id.clone(),
+        Some(id @ Value::Number(_)) => id.clone(),
+        _ => {
+            return Err(ParseError::Unanswerable(
+                "request has no usable requestId (a non-empty string, like \"req_0\")".into(),
+            ))
+        }
+    };
+    let invalid = |kind, error: String| ParseError::Invalid {
+        request_id: request_id.clone(),
+        kind,
+        error,
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(t)) => REQUEST_TYPES
+            .into_iter()
+            .find(|known| known == t)
+            .ok_or_else(|| {
+                invalid(
+                    None,
+                    format!(
+                        "unknown request type {t:?}; expected one of {}",
+                        REQUEST_TYPES.join(", ")
+                    ),
+                )
+            })?,
+        _ => return Err(invalid(None, "request has no \"type\" string".into())),
+    };
+    let user_id = match object.get("userId") {
+        Some(Value::String(u)) if !u.is_empty() && u.len() <= MAX_USER_ID_LEN => u.clone(),
+        _ => {
+            return Err(invalid(
+                Some(kind),
+                format!("{kind}: missing or invalid \"userId\" (a non-empty string of at most {MAX_USER_ID_LEN} characters)"),
+            ))
+        }
+    };
+    let request: Request = serde_json::from_value(Value::Object(object))
+        .map_err(|e| invalid(Some(kind), format!("invalid {kind} request: {e}")))?;
+    if let Request::Produce { app_data, .. } = &request {
+        media_tag(app_data).map_err(|e| invalid(Some(kind), e))?;
+    }
+    Ok(Envelope {
+        request_id,
+        kind,
+        user_id,
+        request,
+    })
+}
+
+/// The `appData.mediaTag` of a produce request (`mic`, `webcam`, ...).
+pub fn media_tag(app_data: &Map<String, Value>) -> Result<&str, String> {
+    match app_data.get("mediaTag") {
+        Some(Value::String(tag)) if !tag.is_empty() && tag.len() <= MAX_MEDIA_TAG_LEN => Ok(tag),
+        _ => Err(format!(
+            "invalid produce request: appData.mediaTag must be a non-empty string of at most {MAX_MEDIA_TAG_LEN} characters, like \"mic\" or \"webcam\""
+        )),
+    }
+}
+
+pub fn response(kind: &str, request_id: &Value, data: Value) -> String {
+    json!({ "type": kind, "requestId": request_id, "data": data }).to_string()
+}
+
+pub fn error_response(request_id: &Value, error: &str) -> String {
+    json!({ "requestId": request_id, "error": error }).to_string()
+}
+
+/// For frames that carry no usable `requestId`.
+pub fn error_frame(error: &str) -> String {
+    json!({ "type": "error", "error": error }).to_string()
+}
+
+pub fn new_producer(announcement: &Announcement) -> String {
+    json!({
+        "type": "newProducer",
+        "producerId": announcement.producer,
+        "userId": announcement.user_id,
+        "kind": announcement.kind,
+        "appData": announcement.app_data,
+    })
+    .to_string()
+}
+
+pub fn producer_closed(producer: ProducerId) -> String {
+    json!({ "type": "producerClosed", "producerId": producer }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_error(text: &str) -> String {
+        match parse(text) {
+            Err(ParseError::Invalid { error, .. }) => error,
+            other => panic!("expected an answerable error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_requests_the_module_sends() {
+        let envelope = parse(
+            r#"{"type":"createWebRtcTransport","requestId":"req_1","userId":"abcdefghijklmnop",
+                "forceTcp":false,"producing":true,"consuming":false,
+                "sctpCapabilities":{"numStreams":{"OS":1024,"MIS":1024}}}"#,
+        )
+        .expect("valid");
+        assert_eq!(envelope.kind, "createWebRtcTransport");
+        assert_eq!(envelope.request_id, json!("req_1"));
+        assert!(matches!(
+            envelope.request,
+            Request::CreateWebRtcTransport {
+                producing: true,
+                consuming: false,
+                force_tcp: false
+            }
+        ));
+        let envelope =
+            parse(r#"{"type":"getRouterRtpCapabilities","requestId":"req_0","userId":"u"}"#)
+                .expect("valid");
+        assert!(matches!(envelope.request, Request::GetRouterRtpCapabilities));
+    }
+
+    #[test]
+    fn frames_without_request_id_are_unanswerable() {
+        for text in [
+            "not json",
+            "[1,2]",
+            r#"{"type":"produce"}"#,
+            r#"{"requestId":""}"#,
+        ] {
+            assert!(
+                matches!(parse(text), Err(ParseError::Unanswerable(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(invalid_error(r#"{"requestId":"r","type":"fly","userId":"u"}"#)
+            .contains("unknown request type \"fly\""));
+        assert!(invalid_error(r#"{"requestId":"r","type":"consume"}"#).contains("userId"));
+        assert!(
+            invalid_error(r#"{"requestId":"r","type":"connectTransport","userId":"u"}"#)
+                .contains("missing field `transportId`")
+        );
+        assert!(invalid_error(
+            r#"{"requestId":"r","type":"pauseProducer","userId":"u","producerId":42}"#
+        )
+        .contains("invalid pauseProducer request"));
+        let produce = r#"{"requestId":"r","type":"produce","userId":"u",
+            "transportId":"5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11","kind":"audio",
+            "rtpParameters":{"codecs":[],"encodings":[]},"appData":{}}"#;
+        assert!(invalid_error(produce).contains("appData.mediaTag"));
+    }
+}

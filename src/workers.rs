@@ -1,0 +1,173 @@
+//! The mediasoup workers: spawned at start-up, probed periodically, and picked for new rooms.
+//!
+//! Placement rule: a new room goes to the live worker hosting the fewest peers; ties go to the
+//! one with fewer rooms, then to the lowest index. A room stays on its worker for its lifetime.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mediasoup::prelude::*;
+use mediasoup::worker::WorkerSettings;
+use tokio::time::{interval, timeout, MissedTickBehavior};
+use tracing::Span;
+
+use crate::bus::{Bus, WorkerClosed, WorkerDied, WorkerProbed, WorkerSpawned};
+use crate::config::Config;
+use crate::health::Health;
+
+/// How often each worker is asked a cheap question, and how long it has to answer.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One worker and its current load.
+pub struct PoolWorker {
+    pub index: usize,
+    pub worker: Worker,
+    peers: AtomicUsize,
+    rooms: AtomicUsize,
+    alive: Arc<AtomicBool>,
+}
+
+/// Counts a room (and its peers) against a worker while it lives.
+pub struct Placement {
+    worker: Arc<PoolWorker>,
+}
+
+impl Placement {
+    pub fn worker(&self) -> &Arc<PoolWorker> {
+        &self.worker
+    }
+
+    pub fn peer_added(&self) {
+        self.worker.peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn peer_removed(&self) {
+        self.worker.peers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.worker.rooms.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct WorkerPool {
+    workers: Vec<Arc<PoolWorker>>,
+    // Owns the executor the workers' channels run on: dropped last.
+    _manager: WorkerManager,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not start mediasoup worker {index}: {source}")]
+pub struct SpawnError {
+    index: usize,
+    source: std::io::Error,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no mediasoup worker is alive: restart the server (see the log for why they died)")]
+pub struct NoWorkerAlive;
+
+impl WorkerPool {
+    pub async fn spawn(config: &Config, bus: &Bus, health: &Health) -> Result<Self, SpawnError> {
+        let manager = WorkerManager::new();
+        let mut workers = Vec::with_capacity(config.num_workers.get());
+        for index in 0..config.num_workers.get() {
+            let mut settings = WorkerSettings::default();
+            settings.log_level = config.worker_log_level;
+            settings.log_tags = config.worker_log_tags.clone();
+            settings.rtc_port_range = config.rtc_ports.clone();
+            let worker = manager
+                .create_worker(settings)
+                .await
+                .map_err(|source| SpawnError { index, source })?;
+            let alive = Arc::new(AtomicBool::new(true));
+            {
+                let bus_for_close = bus.clone();
+                let (bus, health, alive) = (bus.clone(), health.clone(), alive.clone());
+                worker
+                    .on_dead(move |result| {
+                        alive.store(false, Ordering::SeqCst);
+                        health.worker_died(index);
+                        let error = match result {
+                            Ok(()) => "exited".to_owned(),
+                            Err(error) => error.to_string(),
+                        };
+                        bus.emit(&Span::none(), WorkerDied { worker: index, error });
+                    })
+                    .detach();
+                let bus = bus_for_close;
+                worker
+                    .on_close(move || bus.emit(&Span::none(), WorkerClosed { worker: index }))
+                    .detach();
+            }
+            bus.emit(
+                &Span::none(),
+                WorkerSpawned {
+                    worker: index,
+                    id: worker.id(),
+                },
+            );
+            workers.push(Arc::new(PoolWorker {
+                index,
+                worker,
+                peers: AtomicUsize::new(0),
+                rooms: AtomicUsize::new(0),
+                alive,
+            }));
+        }
+        Ok(WorkerPool {
+            workers,
+            _manager: manager,
+        })
+    }
+
+    /// Picks the worker for a new room (see the module docs for the rule).
+    pub fn place_room(&self) -> Result<Placement, NoWorkerAlive> {
+        let worker = self
+            .workers
+            .iter()
+            .filter(|w| w.alive.load(Ordering::SeqCst))
+            .min_by_key(|w| {
+                (
+                    w.peers.load(Ordering::Relaxed),
+                    w.rooms.load(Ordering::Relaxed),
+                    w.index,
+                )
+            })
+            .ok_or(NoWorkerAlive)?;
+        worker.rooms.fetch_add(1, Ordering::Relaxed);
+        Ok(Placement {
+            worker: Arc::clone(worker),
+        })
+    }
+
+    /// Asks every worker a cheap question every [`PROBE_INTERVAL`]; runs until dropped.
+    pub async fn probe_forever(self: Arc<Self>, bus: Bus, health: Health) {
+        let mut ticks = interval(PROBE_INTERVAL);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let probes = self.workers.iter().map(|w| async {
+                let started = Instant::now();
+                let ok = matches!(timeout(PROBE_TIMEOUT, w.worker.dump()).await, Ok(Ok(_)));
+                (w.index, ok, started.elapsed())
+            });
+            for (worker, ok, duration) in futures_util::future::join_all(probes).await {
+                health.probe_result(worker, ok);
+                bus.emit(
+                    &Span::none(),
+                    WorkerProbed {
+                        worker,
+                        duration,
+                        ok,
+                    },
+                );
+            }
+        }
+    }
+}
+

@@ -1,0 +1,407 @@
+//! Test harness: runs the real server binary (real mediasoup workers) on free loopback ports and
+//! talks to it the way MediaSoupVTT does.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream as AsyncTcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mediasoup-server");
+
+/// Generous: the first start of a worker can take a moment on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A distinct RTC port range per server within one test binary.
+fn rtc_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let min = 30000 + n * 40;
+    (min, min + 39)
+}
+
+/// Polls `condition` until it holds or `deadline` passes.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub rtc_ports: (u16, u16),
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server with test defaults overridden by `env`, and waits until it is ready.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let server = Server::spawn(env);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts the server without waiting.
+    pub fn spawn(env: &[(&str, &str)]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let rtc_ports = rtc_range();
+        let mut command = Command::new(BIN);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MEDIASOUP_LISTEN_ADDR", addr.to_string())
+            .env("MEDIASOUP_METRICS_ADDR", metrics.to_string())
+            .env("MEDIASOUP_ANNOUNCED_IP", "127.0.0.1")
+            .env("MEDIASOUP_RTC_MIN_PORT", rtc_ports.0.to_string())
+            .env("MEDIASOUP_RTC_MAX_PORT", rtc_ports.1.to_string())
+            .env("RUST_LOG", "info")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start mediasoup-server");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Server {
+            child,
+            addr,
+            metrics,
+            rtc_ports,
+            log,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until("the server to be ready", DEADLINE, || {
+            matches!(http_get(self.addr, "/readyz"), Ok((200, _)))
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, room: &str) -> String {
+        format!("ws://{}{}", self.addr, room)
+    }
+
+    pub fn scrape(&self) -> String {
+        let (status, body) = http_get(self.metrics, "/metrics").expect("scrape /metrics");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The value of one series in a scrape, e.g. `mediasoup_server_peers` or
+    /// `mediasoup_server_producers{kind="audio"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.scrape(), series)
+            .unwrap_or_else(|| panic!("series {series} not in the scrape"))
+    }
+
+    /// Waits for a series to reach `value`.
+    pub fn wait_metric(&self, series: &str, value: f64) {
+        wait_until(&format!("{series} == {value}"), DEADLINE, || {
+            metric_value(&self.scrape(), series) == Some(value)
+        });
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < until, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// Chromium's RTP parameters for its microphone and webcam producers, captured from a real
+/// browser by the e2e test.
+pub fn chromium_rtp_parameters(kind: &str) -> Value {
+    let fixture: Value = serde_json::from_str(include_str!("../fixtures/chromium-rtp-parameters.json"))
+        .expect("fixture is JSON");
+    fixture[kind].clone()
+}
+
+/// DTLS parameters a browser would send (the transport does not connect in these tests).
+pub fn dtls_parameters() -> Value {
+    json!({
+        "role": "client",
+        "fingerprints": [{
+            "algorithm": "sha-256",
+            "value": "82:5A:68:3D:36:C3:0A:DE:AF:E7:32:43:D2:88:83:57:AC:2D:65:E5:80:C4:B6:FB:AF:1A:A0:21:9F:6D:0C:AD"
+        }]
+    })
+}
+
+/// The RTP capabilities a Chromium-based client announces (opus + VP8 is enough to consume).
+pub fn client_rtp_capabilities() -> Value {
+    json!({
+        "codecs": [
+            {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2,
+             "preferredPayloadType": 100, "parameters": {}, "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]},
+            {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000, "preferredPayloadType": 101,
+             "parameters": {}, "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
+                                                 {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb", "parameter": ""}]},
+            {"kind": "video", "mimeType": "video/rtx", "clockRate": 90000, "preferredPayloadType": 102,
+             "parameters": {"apt": 101}, "rtcpFeedback": []}
+        ],
+        "headerExtensions": []
+    })
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
+
+/// A WebSocket client that speaks PROTOCOL.md as the module does.
+pub struct Client {
+    ws: Ws,
+    pub user_id: String,
+    next_request: u64,
+    /// Frames received while waiting for something else.
+    pending: VecDeque<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, user_id: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client {
+            ws,
+            user_id: user_id.to_owned(),
+            next_request: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    pub async fn send_raw(&mut self, frame: Message) {
+        self.ws.send(frame).await.expect("send frame");
+    }
+
+    /// The next frame from the server, `None` once the socket closed.
+    async fn next_frame(&mut self) -> Option<Value> {
+        let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+            .await
+            .expect("a frame from the server in time");
+        match frame {
+            Some(Ok(Message::Text(text))) => Some(serde_json::from_str(&text).expect("JSON frame")),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
+            Some(Ok(_)) => Box::pin(self.next_frame()).await,
+        }
+    }
+
+    /// Sends `{"type": kind, "requestId": "req_<n>", "userId", ...fields}` and returns the answer
+    /// (`{type, requestId, data}` or `{requestId, error}`).
+    pub async fn request(&mut self, kind: &str, fields: Value) -> Value {
+        let request_id = format!("req_{}", self.next_request);
+        self.next_request += 1;
+        let mut request = json!({ "type": kind, "requestId": request_id, "userId": self.user_id });
+        if let Value::Object(fields) = fields {
+            request.as_object_mut().unwrap().extend(fields);
+        }
+        self.send_raw(Message::text(request.to_string())).await;
+        self.answer(&request_id).await
+    }
+
+    /// Waits for the frame answering `request_id`, keeping notifications for later.
+    pub async fn answer(&mut self, request_id: &str) -> Value {
+        loop {
+            let frame = self.next_frame().await.expect("socket open while waiting for an answer");
+            if frame["requestId"] == request_id {
+                return frame;
+            }
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// Like [`request`](Self::request), but expects success and returns `data`.
+    pub async fn ok(&mut self, kind: &str, fields: Value) -> Value {
+        let answer = self.request(kind, fields).await;
+        assert!(answer.get("error").is_none(), "{kind} failed: {answer}");
+        answer["data"].clone()
+    }
+
+    /// Like [`request`](Self::request), but expects an error and returns its message.
+    pub async fn error(&mut self, kind: &str, fields: Value) -> String {
+        let answer = self.request(kind, fields).await;
+        answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{kind} should have failed: {answer}"))
+            .to_owned()
+    }
+
+    /// The next frame without a requestId (a notification or an `error` frame).
+    pub async fn notification(&mut self) -> Value {
+        if let Some(frame) = self.pending.pop_front() {
+            return frame;
+        }
+        self.next_frame().await.expect("socket open while waiting for a notification")
+    }
+
+    /// The next notification of type `kind`, skipping others.
+    pub async fn notification_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.notification().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Whether a notification arrives within `wait` (for asserting that none does).
+    pub async fn has_notification_within(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Some(frame);
+        }
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => Some(serde_json::from_str(&text).expect("JSON")),
+            _ => None,
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close frame's code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("socket closed in time");
+            match frame {
+                Some(Ok(Message::Close(Some(close)))) => {
+                    return (close.code.into(), close.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return (0, String::new()),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// The module's join: capabilities, producing transport, consuming transport. Returns the
+    /// transports' ids and the notifications that followed the consuming transport.
+    pub async fn join(&mut self) -> Joined {
+        let caps = self.ok("getRouterRtpCapabilities", json!({})).await;
+        assert!(caps["codecs"].as_array().is_some_and(|c| !c.is_empty()), "{caps}");
+        let send = self
+            .ok("createWebRtcTransport", json!({"forceTcp": false, "producing": true, "consuming": false,
+                                                 "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}}))
+            .await;
+        let recv = self
+            .ok("createWebRtcTransport", json!({"forceTcp": false, "producing": false, "consuming": true,
+                                                 "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}}))
+            .await;
+        Joined {
+            send: send["id"].as_str().expect("transport id").to_owned(),
+            recv: recv["id"].as_str().expect("transport id").to_owned(),
+            recv_transport: recv,
+        }
+    }
+
+    /// Produces `kind` (Chromium's parameters) with `mediaTag` `tag`; returns the producer id.
+    pub async fn produce(&mut self, transport: &str, kind: &str, tag: &str) -> String {
+        let data = self
+            .ok("produce", json!({
+                "transportId": transport,
+                "kind": kind,
+                "rtpParameters": chromium_rtp_parameters(kind),
+                "appData": {"mediaTag": tag, "userId": self.user_id},
+            }))
+            .await;
+        data["id"].as_str().expect("producer id").to_owned()
+    }
+}
+
+pub struct Joined {
+    pub send: String,
+    pub recv: String,
+    pub recv_transport: Value,
+}
+
+/// Collects the next `n` notifications of type `kind`.
+pub async fn notifications(client: &mut Client, kind: &str, n: usize) -> Vec<Value> {
+    let mut found = Vec::new();
+    while found.len() < n {
+        found.push(client.notification_of(kind).await);
+    }
+    found
+}

@@ -1,0 +1,348 @@
+// Pieces the end-to-end test and the fixture capture share: the real server process,
+// the static page server, headless Chromium peers, polling and /metrics parsing.
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import * as esbuild from 'esbuild';
+import { chromium } from 'playwright-core';
+
+export const E2E_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+export const REPO_ROOT = path.resolve(E2E_DIR, '..', '..');
+export const FIXTURE_PATH = path.join(REPO_ROOT, 'tests', 'fixtures', 'chromium-rtp-parameters.json');
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+];
+const SERVER_READY_TIMEOUT_MS = 30_000;
+const SERVER_STOP_TIMEOUT_MS = 15_000;
+
+/** Thrown inside a poll probe to stop polling at once (the condition can no longer come true). */
+export class FatalError extends Error {}
+
+/** Calls `probe` until it returns a truthy value, which is returned; throws at the deadline. */
+export async function poll(probe, { timeoutMs = 20_000, intervalMs = 200, what }) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  let lastError;
+  for (;;) {
+    try {
+      last = await probe();
+      lastError = undefined;
+      if (last) return last;
+    } catch (error) {
+      if (error instanceof FatalError) throw error;
+      lastError = error;
+    }
+    if (Date.now() >= deadline) {
+      const detail = lastError ? `last error: ${lastError.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (${detail})`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** A FoundryVTT-style user id: 16 alphanumeric characters. */
+export function foundryUserId() {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  return [...randomBytes(16)].map((b) => alphabet[b % alphabet.length]).join('');
+}
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts the real mediasoup-server binary on loopback ports and waits for /readyz.
+ * Its working directory is an empty temp dir, so no developer `.env` leaks in.
+ */
+export async function startServer({ numWorkers = 2 } = {}) {
+  const bin = process.env.MEDIASOUP_SERVER_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'mediasoup-server');
+  if (!existsSync(bin)) {
+    throw new Error(
+      `server binary ${bin} not found: build it (bash worker-build/setup.sh && cargo build --release) ` +
+        'or point MEDIASOUP_SERVER_BIN at it',
+    );
+  }
+  const listenPort = await freeTcpPort();
+  const metricsPort = await freeTcpPort();
+  const rtcMinPort = 20_000 + 200 * randomInt(0, 200);
+  const workDir = await mkdtemp(path.join(tmpdir(), 'mediasoup-e2e-server-'));
+  const env = {
+    ...process.env,
+    MEDIASOUP_ANNOUNCED_IP: '127.0.0.1',
+    MEDIASOUP_LISTEN_ADDR: `127.0.0.1:${listenPort}`,
+    MEDIASOUP_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
+    MEDIASOUP_NUM_WORKERS: String(numWorkers),
+    MEDIASOUP_RTC_MIN_PORT: String(rtcMinPort),
+    MEDIASOUP_RTC_MAX_PORT: String(rtcMinPort + 199),
+    MEDIASOUP_STATS_INTERVAL_SECS: '1',
+  };
+  const child = spawn(bin, [], { cwd: workDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = [];
+  const keep = (chunk) => {
+    output.push(chunk.toString());
+    if (output.length > 2000) output.splice(0, output.length - 2000);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  let exitStatus;
+  exited.then((status) => {
+    exitStatus = status;
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  const baseUrl = `http://127.0.0.1:${listenPort}`;
+  const server = {
+    bin,
+    pid: child.pid,
+    baseUrl,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+    wsUrl: (room) => `ws://127.0.0.1:${listenPort}/${room}`,
+    log: () => output.join(''),
+    exitStatus: () => exitStatus,
+    /** SIGTERM, then waits for the exit; returns {code, signal}. */
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      if (!exitStatus) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), SERVER_STOP_TIMEOUT_MS);
+      const status = await exited;
+      clearTimeout(timer);
+      await rm(workDir, { recursive: true, force: true });
+      return status;
+    },
+  };
+
+  try {
+    await poll(
+      async () => {
+        if (exitStatus) {
+          throw new Error(`server exited early (${JSON.stringify(exitStatus)})`);
+        }
+        const response = await fetch(`${baseUrl}/readyz`);
+        return response.status === 200;
+      },
+      { timeoutMs: SERVER_READY_TIMEOUT_MS, intervalMs: 100, what: `${baseUrl}/readyz to answer 200` },
+    );
+  } catch (error) {
+    await server.stop();
+    throw new Error(`${error.message}\n--- server output ---\n${server.log()}`);
+  }
+  return server;
+}
+
+/** Serves the test page and its esbuild bundle (page script + mediasoup-client) on 127.0.0.1. */
+export async function startPageServer() {
+  const bundle = await esbuild.build({
+    entryPoints: [path.join(E2E_DIR, 'page', 'client.mjs')],
+    bundle: true,
+    format: 'iife',
+    platform: 'browser',
+    target: 'chrome111',
+    write: false,
+    logLevel: 'silent',
+  });
+  const files = {
+    '/': { type: 'text/html; charset=utf-8', body: await readFile(path.join(E2E_DIR, 'page', 'index.html')) },
+    '/client.js': { type: 'text/javascript; charset=utf-8', body: bundle.outputFiles[0].contents },
+  };
+  const httpServer = http.createServer((req, res) => {
+    const file = files[new URL(req.url, 'http://localhost').pathname];
+    if (!file) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': file.type, 'cache-control': 'no-store' }).end(file.body);
+  });
+  await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${httpServer.address().port}/`,
+    bundleBytes: bundle.outputFiles[0].contents.length,
+    close: () => new Promise((resolve) => httpServer.close(resolve)),
+  };
+}
+
+/** Headless Debian Chromium with fake media devices and a fresh profile. */
+export async function launchBrowser(pageUrl) {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} not found: run tests/e2e/setup.sh (installs apt chromium)`);
+  }
+  const userDataDir = await mkdtemp(path.join(tmpdir(), 'mediasoup-e2e-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  const peers = [];
+  return {
+    version: context.browser()?.version() ?? null,
+    /** Opens a tab running the page script; `name` only labels its console output. */
+    async newPeer(name) {
+      const page = await context.newPage();
+      const consoleLines = [];
+      page.on('console', (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
+      page.on('pageerror', (error) => consoleLines.push(`[pageerror] ${error.message}`));
+      await page.goto(pageUrl);
+      await page.waitForFunction(() => window.e2e !== undefined && window.isSecureContext);
+      const peer = new Peer(name, page, consoleLines);
+      peers.push(peer);
+      return peer;
+    },
+    /** Console output and in-page errors of every peer, for failure reports. */
+    diagnostics: () => peers.map((p) => `--- peer ${p.name} console ---\n${p.consoleLines.join('\n')}`).join('\n'),
+    async close() {
+      await context.close();
+      await rm(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One browser tab acting as a MediaSoupVTT client; methods call window.e2e in the page. */
+export class Peer {
+  constructor(name, page, consoleLines) {
+    this.name = name;
+    this.page = page;
+    this.consoleLines = consoleLines;
+    this.userId = foundryUserId();
+  }
+
+  call(fn, ...args) {
+    return this.page.evaluate(([fnName, fnArgs]) => window.e2e[fnName](...fnArgs), [fn, args]);
+  }
+
+  join(wsUrl) {
+    return this.call('join', wsUrl, this.userId);
+  }
+
+  produce(mediaTag) {
+    return this.call('produce', mediaTag);
+  }
+
+  stats() {
+    return this.call('stats');
+  }
+
+  consumers() {
+    return this.call('consumers');
+  }
+
+  notifications() {
+    return this.call('notifications');
+  }
+
+  received() {
+    return this.call('received');
+  }
+
+  sent() {
+    return this.call('sent');
+  }
+
+  endedConsumers() {
+    return this.call('endedConsumers');
+  }
+
+  errors() {
+    return this.call('errors');
+  }
+
+  request(type, fields = {}) {
+    return this.call('request', type, fields);
+  }
+
+  nextRequestId() {
+    return this.call('nextRequestId');
+  }
+
+  sendFrame(text, requestId) {
+    return this.call('sendFrame', text, requestId);
+  }
+
+  async leave() {
+    await this.call('close');
+    await this.page.close();
+  }
+}
+
+/** Prometheus text exposition -> [{name, labels, value}] (comments and blank lines skipped). */
+export function parseMetrics(text) {
+  const samples = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$/.exec(line);
+    if (!match) throw new Error(`unparsable /metrics line: ${line}`);
+    const labels = {};
+    for (const [, key, value] of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[key] = value.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+    }
+    samples.push({ name: match[1], labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+/** A parsed scrape with lookups by metric name and label subset. */
+export class Scrape {
+  constructor(text) {
+    this.text = text;
+    this.samples = parseMetrics(text);
+  }
+
+  matching(name, labels = {}) {
+    return this.samples.filter(
+      (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+    );
+  }
+
+  has(name, labels = {}) {
+    return this.matching(name, labels).length > 0;
+  }
+
+  /** Sum over the samples of `name` whose labels include `labels`; throws when there is none. */
+  value(name, labels = {}) {
+    const found = this.matching(name, labels);
+    if (found.length === 0) {
+      throw new Error(`/metrics has no sample ${name}${JSON.stringify(labels)}`);
+    }
+    return found.reduce((sum, s) => sum + s.value, 0);
+  }
+}
+
+export async function scrape(server) {
+  const response = await fetch(server.metricsUrl);
+  if (response.status !== 200) {
+    throw new Error(`GET ${server.metricsUrl} answered ${response.status}`);
+  }
+  return new Scrape(await response.text());
+}
+
+/** Runs `promtool check metrics` on a scrape; returns {status, output}. */
+export function promtoolCheckMetrics(text) {
+  const result = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  if (result.error) {
+    throw new Error(`promtool could not run (${result.error.message}); run tests/e2e/setup.sh (installs apt prometheus)`);
+  }
+  return { status: result.status, output: `${result.stdout}${result.stderr}`.trim() };
+}

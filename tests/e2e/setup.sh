@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end test needs; safe to run again (skips what is already there).
+#   apt: chromium (the browser under test), prometheus (for promtool)
+#   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild)
+set -euo pipefail
+
+e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+missing=()
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup.sh: need root to apt-get install ${missing[*]}; run it as root or install them first" >&2
+    exit 1
+  fi
+  echo "setup.sh: installing ${missing[*]} with apt-get"
+  apt-get update -q -o DPkg::Lock::Timeout=600
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "setup.sh: node (>= 20) is not installed; install it (Debian: apt-get install nodejs npm)" >&2
+  exit 1
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if ((node_major < 20)); then
+  echo "setup.sh: node $(node --version) is too old; the e2e test needs node >= 20" >&2
+  exit 1
+fi
+
+# npm ci wipes node_modules, so only run it when the lock file changed since the last install.
+stamp="$e2e_dir/node_modules/.e2e-lock.sha256"
+want="$(sha256sum "$e2e_dir/package-lock.json" | cut -d' ' -f1)"
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup.sh: npm ci in $e2e_dir"
+  (cd "$e2e_dir" && npm ci --no-audit --no-fund --ignore-scripts)
+  echo "$want" >"$stamp"
+fi

@@ -1,0 +1,442 @@
+//! PROTOCOL.md against the real server and real workers, through a client that speaks it as the
+//! MediaSoupVTT module does.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{notifications, Client, Server};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const A: &str = "aaaaaaaaaaaaaaaa";
+const B: &str = "bbbbbbbbbbbbbbbb";
+const C: &str = "cccccccccccccccc";
+
+/// Long enough that a notification that was going to come would have.
+const QUIET: Duration = Duration::from_millis(500);
+
+fn ids(frames: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = frames
+        .iter()
+        .map(|f| f["producerId"].as_str().expect("producerId").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn join_order_of_the_module_and_response_shapes() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+
+    let answer = a.request("getRouterRtpCapabilities", json!({})).await;
+    assert_eq!(answer["type"], "routerRtpCapabilities");
+    assert_eq!(answer["requestId"], "req_0");
+    let mimes: Vec<&str> = answer["data"]["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["mimeType"].as_str())
+        .collect();
+    for mime in ["audio/opus", "video/VP8", "video/VP9", "video/H264"] {
+        assert!(mimes.contains(&mime), "{mime} missing from {mimes:?}");
+    }
+
+    let answer = a
+        .request(
+            "createWebRtcTransport",
+            json!({"forceTcp": false, "producing": true, "consuming": false, "sctpCapabilities": {}}),
+        )
+        .await;
+    assert_eq!(answer["type"], "transportCreated");
+    let data = &answer["data"];
+    for field in ["id", "iceParameters", "iceCandidates", "dtlsParameters"] {
+        assert!(!data[field].is_null(), "{field} missing: {data}");
+    }
+    let candidates = data["iceCandidates"].as_array().unwrap();
+    let protocols: Vec<&str> = candidates.iter().filter_map(|c| c["protocol"].as_str()).collect();
+    assert!(protocols.contains(&"udp") && protocols.contains(&"tcp"), "{protocols:?}");
+    for candidate in candidates {
+        assert_eq!(candidate["address"], "127.0.0.1", "{candidate}");
+        let port = candidate["port"].as_u64().unwrap() as u16;
+        assert!((server.rtc_ports.0..=server.rtc_ports.1).contains(&port), "{candidate}");
+    }
+    let udp_priority = |p: &str| {
+        candidates
+            .iter()
+            .find(|c| c["protocol"] == p)
+            .and_then(|c| c["priority"].as_u64())
+            .unwrap()
+    };
+    assert!(udp_priority("udp") > udp_priority("tcp"), "UDP preferred");
+    let send = data["id"].as_str().unwrap().to_owned();
+
+    let recv = a
+        .ok(
+            "createWebRtcTransport",
+            json!({"forceTcp": false, "producing": false, "consuming": true, "sctpCapabilities": {}}),
+        )
+        .await;
+    assert_ne!(recv["id"], send);
+
+    let answer = a
+        .request(
+            "connectTransport",
+            json!({"transportId": send, "dtlsParameters": common::dtls_parameters()}),
+        )
+        .await;
+    assert_eq!(answer["type"], "transportConnected");
+    assert!(answer.get("error").is_none(), "{answer}");
+
+    let answer = a
+        .request(
+            "produce",
+            json!({"transportId": send, "kind": "audio",
+                   "rtpParameters": common::chromium_rtp_parameters("audio"),
+                   "appData": {"mediaTag": "mic", "userId": A}}),
+        )
+        .await;
+    assert_eq!(answer["type"], "produced");
+    assert!(answer["data"]["id"].is_string(), "{answer}");
+}
+
+#[tokio::test]
+async fn force_tcp_gives_tcp_candidates_only() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/"), A).await;
+    let data = a
+        .ok("createWebRtcTransport", json!({"forceTcp": true, "producing": true, "consuming": false}))
+        .await;
+    let candidates = data["iceCandidates"].as_array().unwrap();
+    assert!(!candidates.is_empty());
+    assert!(candidates.iter().all(|c| c["protocol"] == "tcp"), "{candidates:?}");
+}
+
+#[tokio::test]
+async fn producers_reach_others_and_consumers_are_answered_in_full() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let a_join = a.join().await;
+    let b_join = b.join().await;
+
+    let mic = a.produce(&a_join.send, "audio", "mic").await;
+    let cam = a.produce(&a_join.send, "video", "webcam").await;
+    let announced = notifications(&mut b, "newProducer", 2).await;
+    assert_eq!(ids(&announced), sorted(vec![mic.clone(), cam.clone()]));
+    for n in &announced {
+        assert_eq!(n["userId"], A);
+        let kind = n["kind"].as_str().unwrap();
+        let tag = if kind == "audio" { "mic" } else { "webcam" };
+        assert_eq!(n["appData"]["mediaTag"], tag);
+        assert_eq!(n["appData"]["userId"], A);
+        assert_eq!(
+            n["appData"]["rtpParameters"]["codecs"][0]["mimeType"],
+            common::chromium_rtp_parameters(kind)["codecs"][0]["mimeType"],
+            "appData carries the producer's rtpParameters"
+        );
+    }
+    // The producer never hears of its own producers.
+    assert!(a.has_notification_within(QUIET).await.is_none());
+
+    for (producer, kind) in [(&mic, "audio"), (&cam, "video")] {
+        let answer = b
+            .request(
+                "consume",
+                json!({"producerId": producer, "rtpCapabilities": common::client_rtp_capabilities()}),
+            )
+            .await;
+        assert_eq!(answer["type"], "consumed", "{answer}");
+        let data = &answer["data"];
+        assert!(data["id"].is_string());
+        assert_eq!(data["producerId"], *producer);
+        assert_eq!(data["kind"], kind);
+        assert!(data["rtpParameters"]["codecs"].as_array().is_some_and(|c| !c.is_empty()));
+        assert_eq!(data["producerPaused"], false);
+    }
+    server.wait_metric("mediasoup_server_consumers{kind=\"audio\"}", 1.0);
+    server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 1.0);
+
+    // Pause and resume own producers; consumer pause/resume/close by consumerId.
+    a.ok("pauseProducer", json!({"producerId": mic})).await;
+    a.ok("resumeProducer", json!({"producerId": mic})).await;
+    let consumer = b
+        .ok("consume", json!({"producerId": cam, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .await["id"]
+        .clone();
+    b.ok("consumerPause", json!({"consumerId": consumer})).await;
+    b.ok("consumerResume", json!({"consumerId": consumer})).await;
+    b.ok("consumerClose", json!({"consumerId": consumer})).await;
+    let error = b.error("consumerResume", json!({"consumerId": consumer})).await;
+    assert!(error.contains("no consumer"), "{error}");
+    drop(b_join);
+}
+
+#[tokio::test]
+async fn late_joiner_hears_of_every_existing_producer_right_after_its_consuming_transport() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let a_join = a.join().await;
+    let b_join = b.join().await;
+    let mut producers = vec![
+        a.produce(&a_join.send, "audio", "mic").await,
+        a.produce(&a_join.send, "video", "webcam").await,
+        b.produce(&b_join.send, "audio", "mic").await,
+    ];
+
+    let mut c = Client::connect(&server.url("/table"), C).await;
+    c.ok("getRouterRtpCapabilities", json!({})).await;
+    c.ok("createWebRtcTransport", json!({"producing": true, "consuming": false})).await;
+    // Nothing before the consuming transport exists.
+    assert!(c.has_notification_within(QUIET).await.is_none());
+    c.ok("createWebRtcTransport", json!({"producing": false, "consuming": true})).await;
+    let announced = notifications(&mut c, "newProducer", 3).await;
+    producers.sort();
+    assert_eq!(ids(&announced), producers);
+    // Exactly once each.
+    assert!(c.has_notification_within(QUIET).await.is_none());
+}
+
+#[tokio::test]
+async fn producing_again_with_the_same_tag_replaces_the_old_producer() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let a_join = a.join().await;
+    b.join().await;
+    let first = a.produce(&a_join.send, "audio", "mic").await;
+    let cam = a.produce(&a_join.send, "video", "webcam").await;
+    notifications(&mut b, "newProducer", 2).await;
+
+    let second = a.produce(&a_join.send, "audio", "mic").await;
+    let closed = b.notification_of("producerClosed").await;
+    assert_eq!(closed["producerId"], first.as_str());
+    let new = b.notification_of("newProducer").await;
+    assert_eq!(new["producerId"], second.as_str());
+    server.wait_metric("mediasoup_server_producers{kind=\"audio\"}", 1.0);
+
+    // The old one is really gone; the webcam is untouched.
+    let error = a.error("pauseProducer", json!({"producerId": first})).await;
+    assert!(error.contains("no producer"), "{error}");
+    a.ok("pauseProducer", json!({"producerId": cam})).await;
+}
+
+#[tokio::test]
+async fn disconnect_closes_everything_and_tells_the_room() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let a_join = a.join().await;
+    let b_join = b.join().await;
+    let producers = sorted(vec![
+        a.produce(&a_join.send, "audio", "mic").await,
+        a.produce(&a_join.send, "video", "webcam").await,
+    ]);
+    notifications(&mut b, "newProducer", 2).await;
+    b.ok("consume", json!({"producerId": producers[0], "rtpCapabilities": common::client_rtp_capabilities()}))
+        .await;
+    b.produce(&b_join.send, "audio", "mic").await;
+    server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 2.0);
+
+    a.close().await;
+    let closed = notifications(&mut b, "producerClosed", 2).await;
+    assert_eq!(ids(&closed), producers);
+    server.wait_metric("mediasoup_server_peers", 1.0);
+    server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 1.0);
+    server.wait_metric("mediasoup_server_producers{kind=\"video\"}", 0.0);
+    server.wait_metric("mediasoup_server_consumers{kind=\"audio\"}", 0.0);
+    server.wait_metric("mediasoup_server_rooms", 1.0);
+
+    // Last one out: the room and its router close.
+    b.close().await;
+    server.wait_metric("mediasoup_server_rooms", 0.0);
+    server.wait_metric("mediasoup_server_peers", 0.0);
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 0.0);
+    server.wait_metric("mediasoup_server_transports{direction=\"recv\"}", 0.0);
+}
+
+#[tokio::test]
+async fn a_second_connection_of_the_same_user_replaces_the_first() {
+    let server = Server::start(&[]);
+    let mut old = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let old_join = old.join().await;
+    b.join().await;
+    let mic = old.produce(&old_join.send, "audio", "mic").await;
+    b.notification_of("newProducer").await;
+
+    let mut new = Client::connect(&server.url("/table"), A).await;
+    new.ok("getRouterRtpCapabilities", json!({})).await;
+    let (code, reason) = old.closed().await;
+    assert_eq!(code, 4000);
+    assert!(reason.contains("replaced"), "{reason}");
+    let closed = b.notification_of("producerClosed").await;
+    assert_eq!(closed["producerId"], mic.as_str());
+    server.wait_metric("mediasoup_server_peers", 2.0);
+
+    // The same user in another room is someone else's business.
+    let mut elsewhere = Client::connect(&server.url("/other"), A).await;
+    elsewhere.ok("getRouterRtpCapabilities", json!({})).await;
+    assert!(new.has_notification_within(QUIET).await.is_none());
+    new.ok("getRouterRtpCapabilities", json!({})).await;
+}
+
+#[tokio::test]
+async fn rooms_are_isolated() {
+    let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
+    let mut a = Client::connect(&server.url("/table-1"), A).await;
+    let mut d = Client::connect(&server.url("/table-2"), B).await;
+    let a_join = a.join().await;
+    d.join().await;
+    let mic = a.produce(&a_join.send, "audio", "mic").await;
+    assert!(d.has_notification_within(QUIET).await.is_none());
+    let error = d
+        .error("consume", json!({"producerId": mic, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .await;
+    assert!(error.contains("no producer"), "{error}");
+    server.wait_metric("mediasoup_server_rooms", 2.0);
+    // Two rooms, two workers: least-loaded placement puts one room on each.
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+}
+
+#[tokio::test]
+async fn bad_frames_get_a_clear_error_and_the_socket_stays_open() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let b_join = b.join().await;
+
+    let unanswerable = [
+        ("not json", "not valid JSON"),
+        ("[1, 2, 3]", "not a JSON object"),
+        (r#"{"type": "getRouterRtpCapabilities", "userId": "x"}"#, "requestId"),
+    ];
+    for (frame, expected) in unanswerable {
+        a.send_raw(Message::text(frame)).await;
+        let reply = a.notification().await;
+        assert_eq!(reply["type"], "error", "{frame}: {reply}");
+        assert!(reply["error"].as_str().unwrap().contains(expected), "{frame}: {reply}");
+    }
+    a.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(a.notification().await["type"], "error");
+
+    let answered = [
+        (json!({"type": "fly", "requestId": "r1", "userId": A}), "unknown request type"),
+        (json!({"type": "consume", "requestId": "r2"}), "userId"),
+        (json!({"type": "connectTransport", "requestId": "r3", "userId": A}), "missing field `transportId`"),
+        (json!({"type": "createWebRtcTransport", "requestId": "r4", "userId": A, "producing": "yes", "consuming": false}), "invalid type"),
+        (json!({"type": "pauseProducer", "requestId": "r5", "userId": A, "producerId": "not-a-uuid"}), "invalid pauseProducer"),
+    ];
+    for (request, expected) in answered {
+        a.send_raw(Message::text(request.to_string())).await;
+        let reply = a.answer(request["requestId"].as_str().unwrap()).await;
+        let error = reply["error"].as_str().unwrap_or_else(|| panic!("{request}: {reply}"));
+        assert!(error.contains(expected), "{request}: {error}");
+    }
+
+    // Out of order and foreign ids.
+    let unknown = "5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11";
+    let audio = common::chromium_rtp_parameters("audio");
+    let error = a
+        .error("produce", json!({"transportId": unknown, "kind": "audio", "rtpParameters": audio, "appData": {"mediaTag": "mic"}}))
+        .await;
+    assert!(error.contains("no transport"), "{error}");
+    let error = a
+        .error("consume", json!({"producerId": unknown, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .await;
+    assert!(error.contains("no consuming transport"), "{error}");
+    let error = a
+        .error("createWebRtcTransport", json!({"producing": true, "consuming": true}))
+        .await;
+    assert!(error.contains("exactly one"), "{error}");
+
+    let a_join = a.join().await;
+    let error = a
+        .error("createWebRtcTransport", json!({"producing": true, "consuming": false}))
+        .await;
+    assert!(error.contains("already has a producing transport"), "{error}");
+    let error = a
+        .error("produce", json!({"transportId": a_join.recv, "kind": "audio", "rtpParameters": audio, "appData": {"mediaTag": "mic"}}))
+        .await;
+    assert!(error.contains("not this connection's producing transport"), "{error}");
+    let error = a
+        .error("produce", json!({"transportId": b_join.send, "kind": "audio", "rtpParameters": audio, "appData": {"mediaTag": "mic"}}))
+        .await;
+    assert!(error.contains("no transport"), "another peer's transport: {error}");
+    let error = a
+        .error("connectTransport", json!({"transportId": b_join.send, "dtlsParameters": common::dtls_parameters()}))
+        .await;
+    assert!(error.contains("no transport"), "{error}");
+    let error = a
+        .error("produce", json!({"transportId": a_join.send, "kind": "audio", "rtpParameters": {"codecs": [], "encodings": []}, "appData": {"mediaTag": "mic"}}))
+        .await;
+    assert!(error.contains("could not produce"), "{error}");
+
+    let b_mic = b.produce(&b_join.send, "audio", "mic").await;
+    a.notification_of("newProducer").await;
+    let error = a.error("pauseProducer", json!({"producerId": b_mic})).await;
+    assert!(error.contains("no producer"), "another peer's producer: {error}");
+    let no_shared_codec = json!({"codecs": [{"kind": "video", "mimeType": "video/AV1", "clockRate": 90000, "parameters": {}, "rtcpFeedback": []}], "headerExtensions": []});
+    let error = a
+        .error("consume", json!({"producerId": b_mic, "rtpCapabilities": no_shared_codec}))
+        .await;
+    assert!(error.contains("cannot consume"), "{error}");
+
+    // The user id of a connection is fixed by its first request.
+    let mut impostor = Client::connect(&server.url("/table"), "zzzzzzzzzzzzzzzz").await;
+    impostor.ok("getRouterRtpCapabilities", json!({})).await;
+    impostor.user_id = B.into();
+    let error = impostor.error("getRouterRtpCapabilities", json!({})).await;
+    assert!(error.contains("does not match"), "{error}");
+
+    // Still open, still working, for everyone.
+    a.ok("getRouterRtpCapabilities", json!({})).await;
+    a.ok("consume", json!({"producerId": b_mic, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .await;
+    b.ok("pauseProducer", json!({"producerId": b_mic})).await;
+    assert!(server.metric("mediasoup_server_signaling_requests_total{type=\"produce\",outcome=\"error\"}") >= 4.0);
+    assert!(server.metric("mediasoup_server_signaling_requests_total{type=\"invalid\",outcome=\"error\"}") >= 4.0);
+}
+
+#[tokio::test]
+async fn oversized_frames_close_the_socket_with_1009_and_others_carry_on() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    b.ok("getRouterRtpCapabilities", json!({})).await;
+    let huge = format!(r#"{{"type":"produce","requestId":"r","userId":"{A}","pad":"{}"}}"#, "x".repeat(300 * 1024));
+    a.send_raw(Message::text(huge)).await;
+    let (code, reason) = a.closed().await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("262144"), "{reason}");
+    b.ok("getRouterRtpCapabilities", json!({})).await;
+}
+
+#[tokio::test]
+async fn unusable_room_names_are_refused_at_the_upgrade() {
+    let server = Server::start(&[]);
+    for path in ["/%FF%FE", "/a%0Ab", &format!("/{}", "x".repeat(101))] {
+        let error = tokio_tungstenite::connect_async(server.url(path))
+            .await
+            .expect_err(path);
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), 400, "{path}");
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+                assert!(body.contains("room name"), "{path}: {body}");
+            }
+            other => panic!("{path}: {other}"),
+        }
+    }
+    // A decoded name with spaces and a query string works.
+    let mut a = Client::connect(&server.url("/my%20table?token=x"), A).await;
+    a.ok("getRouterRtpCapabilities", json!({})).await;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on Debian/Ubuntu (run as root: it installs packages).
+# Idempotent: what is already installed or built is reused.
+#   1. worker build kit + release build (worker-build/setup.sh)
+#   2. Rust tests: unit, protocol, server, observability, SRTP adapter (real workers)
+#   3. end-to-end media in headless Chromium with mediasoup-client, plus a promtool-checked scrape
+#   4. packages, systemd unit, alert rules and dashboards (packaging/test.sh)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "worker build kit and release build"
+bash worker-build/setup.sh
+
+step "Rust tests (real mediasoup workers)"
+cargo test --release --all-targets
+
+step "end-to-end media in Chromium"
+bash tests/e2e/run.sh
+
+step "packages, unit, alert rules, dashboards"
+bash packaging/test.sh

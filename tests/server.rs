@@ -1,0 +1,131 @@
+//! Start-up, health, configuration errors and shutdown of the real binary.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use common::{http_get, Client, Server, BIN};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn starts_two_workers_serves_health_and_websocket_and_stops_on_sigterm() {
+    let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
+
+    assert_eq!(http_get(server.addr, "/healthz").unwrap().0, 200);
+    let (status, body) = http_get(server.addr, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let readiness: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readiness["ready"], true);
+    let (status, body) = http_get(server.addr, "/").unwrap();
+    assert_eq!(status, 426, "plain HTTP on a room path asks for a WebSocket: {body}");
+
+    let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
+    client.ok("getRouterRtpCapabilities", json!({})).await;
+
+    let log = server.log();
+    let created: Vec<&String> = log.iter().filter(|l| l.contains("worker created")).collect();
+    assert_eq!(created.len(), 2, "one line per worker: {log:#?}");
+    assert!(created.iter().all(|l| l.contains("id=")), "{created:?}");
+    assert!(
+        log.iter().any(|l| l.contains(&format!("listening for signaling on {}", server.addr))),
+        "{log:#?}"
+    );
+    assert_eq!(server.metric("mediasoup_server_workers_alive"), 2.0);
+    assert_eq!(server.metric("mediasoup_server_workers_configured"), 2.0);
+
+    let (code, _) = {
+        let closing = client.closed();
+        let status = tokio::task::spawn_blocking(move || server.terminate());
+        let close = closing.await;
+        let status = status.await.unwrap();
+        assert!(status.success(), "exit status after SIGTERM: {status}");
+        close
+    };
+    assert_eq!(code, 1001, "peers are told the server is going away");
+}
+
+#[tokio::test]
+async fn transports_announce_the_configured_address() {
+    for announced in ["198.51.100.7", "vtt.example.org"] {
+        let server = Server::start(&[("MEDIASOUP_ANNOUNCED_IP", announced)]);
+        let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
+        let transport = client
+            .ok("createWebRtcTransport", json!({"producing": true, "consuming": false}))
+            .await;
+        let candidates = transport["iceCandidates"].as_array().unwrap();
+        assert!(!candidates.is_empty());
+        for candidate in candidates {
+            assert_eq!(candidate["address"], announced, "{candidate}");
+        }
+    }
+}
+
+fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(BIN)
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mediasoup-server");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn bad_configuration_exits_78_naming_the_variable_and_value() {
+    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        (&[("MEDIASOUP_NUM_WORKERS", "0")], "MEDIASOUP_NUM_WORKERS", "\"0\""),
+        (&[("MEDIASOUP_NUM_WORKERS", "many")], "MEDIASOUP_NUM_WORKERS", "\"many\""),
+        (&[("MEDIASOUP_LISTEN_ADDR", "localhost")], "MEDIASOUP_LISTEN_ADDR", "\"localhost\""),
+        (&[("MEDIASOUP_METRICS_ADDR", "9464")], "MEDIASOUP_METRICS_ADDR", "\"9464\""),
+        (&[("MEDIASOUP_RTC_MIN_PORT", "20000"), ("MEDIASOUP_RTC_MAX_PORT", "10000")], "MEDIASOUP_RTC_MAX_PORT", "\"10000\""),
+        (&[("MEDIASOUP_RTC_MAX_PORT", "70000")], "MEDIASOUP_RTC_MAX_PORT", "\"70000\""),
+        (&[("MEDIASOUP_LOG_LEVEL", "loud")], "MEDIASOUP_LOG_LEVEL", "\"loud\""),
+        (&[("MEDIASOUP_LOG_TAGS", "ice,nope")], "MEDIASOUP_LOG_TAGS", "\"ice,nope\""),
+        (&[("MEDIASOUP_ANNOUNCED_IP", "not valid!")], "MEDIASOUP_ANNOUNCED_IP", "\"not valid!\""),
+        (&[("MEDIASOUP_MAX_INCOMING_BITRATE", "-1")], "MEDIASOUP_MAX_INCOMING_BITRATE", "\"-1\""),
+        (&[("MEDIASOUP_LOG_FORMAT", "xml")], "MEDIASOUP_LOG_FORMAT", "\"xml\""),
+        (&[("RUST_LOG", "info,[")], "RUST_LOG", "info,["),
+    ];
+    for (env, variable, value) in cases {
+        let (code, stderr) = run_with(env);
+        assert_eq!(code, Some(78), "{env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(lines[0].contains(variable) && lines[0].contains(value), "{stderr}");
+        assert!(lines[0].contains("expected"), "says what is accepted: {stderr}");
+    }
+}
+
+#[test]
+fn a_taken_address_is_a_clear_error_naming_the_variable() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let (code, stderr) = run_with(&[
+        ("MEDIASOUP_LISTEN_ADDR", &addr),
+        ("MEDIASOUP_METRICS_ADDR", &metrics),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("address {addr} is in use: set MEDIASOUP_LISTEN_ADDR")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_dotenv_file_in_the_working_directory_is_read() {
+    let dir = std::env::temp_dir().join(format!("mediasoup-dotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "MEDIASOUP_NUM_WORKERS=zero\n").unwrap();
+    let output = Command::new(BIN)
+        .env_clear()
+        .current_dir(&dir)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("MEDIASOUP_NUM_WORKERS") && stderr.contains("zero"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
