@@ -95,15 +95,20 @@ impl Config {
     }
 
     /// Parses the given `(name, value)` pairs; variables without the `MEDIASOUP_` prefix are ignored.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let vars = vars.into_iter().filter(|(name, _)| name.starts_with(PREFIX));
-        let raw: RawConfig = envy::prefixed(PREFIX)
-            .from_iter(vars)
-            .map_err(|error| ConfigError {
-                variable: "MEDIASOUP_*".into(),
-                value: error.to_string(),
-                accepted: "valid UTF-8 values".into(),
-            })?;
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(PREFIX));
+        let raw: RawConfig =
+            envy::prefixed(PREFIX)
+                .from_iter(vars)
+                .map_err(|error| ConfigError {
+                    variable: "MEDIASOUP_*".into(),
+                    value: error.to_string(),
+                    accepted: "valid UTF-8 values".into(),
+                })?;
 
         let rtc_min_port = parse(
             "RTC_MIN_PORT",
@@ -118,7 +123,11 @@ impl Config {
             "a port number from 1 to 65535",
         )?;
         if rtc_min_port == 0 {
-            return Err(invalid("RTC_MIN_PORT", "0", "a port number from 1 to 65535"));
+            return Err(invalid(
+                "RTC_MIN_PORT",
+                "0",
+                "a port number from 1 to 65535",
+            ));
         }
         if rtc_min_port > rtc_max_port {
             return Err(invalid(

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use mediasoup_server::config::Config;
-use mediasoup_server::telemetry;
 use mediasoup_server::server;
+use mediasoup_server::telemetry;
 
 /// EX_CONFIG from sysexits.h: systemd's unit does not restart on it.
 const EXIT_CONFIG: u8 = 78;
@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("mediasoup-server: cannot start the async runtime: {error}");

@@ -122,7 +122,9 @@ pub async fn run_until(
     // Bind first: a taken port should fail before the workers start.
     let signaling_listener = bind(config.listen_addr, "MEDIASOUP_LISTEN_ADDR").await?;
     let metrics_listener = bind(config.metrics_addr, "MEDIASOUP_METRICS_ADDR").await?;
-    let listen = signaling_listener.local_addr().unwrap_or(config.listen_addr);
+    let listen = signaling_listener
+        .local_addr()
+        .unwrap_or(config.listen_addr);
     let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
 
     let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
@@ -240,13 +242,20 @@ fn route(
 }
 
 /// Accepts the WebSocket handshake and hands the connection to signaling.
-fn upgrade(request: Request<Incoming>, signaling: Arc<Signaling>, shutdown: Shutdown) -> Response<Body> {
+fn upgrade(
+    request: Request<Incoming>,
+    signaling: Arc<Signaling>,
+    shutdown: Shutdown,
+) -> Response<Body> {
     let room = match room_name::from_path(request.uri().path()) {
         Ok(room) => room,
         Err(reason) => return http::text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
     };
     let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY) else {
-        return http::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header\n");
+        return http::text(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key header\n",
+        );
     };
     let accept = derive_accept_key(key.as_bytes());
     tokio::spawn(async move {
@@ -276,4 +285,3 @@ fn upgrade(request: Request<Incoming>, signaling: Arc<Signaling>, shutdown: Shut
     }
     response
 }
-

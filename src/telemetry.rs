@@ -25,7 +25,9 @@ pub fn init(format: LogFormat) -> Result<Option<OtlpGuard>, TelemetryError> {
             .map_err(|e| ConfigError {
                 variable: "RUST_LOG".into(),
                 value: directives.clone(),
-                accepted: format!("tracing filter directives, like info or mediasoup_server=debug ({e})"),
+                accepted: format!(
+                    "tracing filter directives, like info or mediasoup_server=debug ({e})"
+                ),
             })?,
         _ => EnvFilter::new("info"),
     };
@@ -49,6 +51,9 @@ pub fn init(format: LogFormat) -> Result<Option<OtlpGuard>, TelemetryError> {
         None => (None, None),
     };
     // A second init (tests that run the server in-process) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(lines).with(export).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(lines)
+        .with(export)
+        .try_init();
     Ok(guard)
 }

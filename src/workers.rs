@@ -96,7 +96,13 @@ impl WorkerPool {
                             Ok(()) => "exited".to_owned(),
                             Err(error) => error.to_string(),
                         };
-                        bus.emit(&Span::none(), WorkerDied { worker: index, error });
+                        bus.emit(
+                            &Span::none(),
+                            WorkerDied {
+                                worker: index,
+                                error,
+                            },
+                        );
                     })
                     .detach();
                 let bus = bus_for_close;
@@ -170,4 +176,3 @@ impl WorkerPool {
         }
     }
 }
-

@@ -48,7 +48,11 @@ impl NotifySocket {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|(at, text)| text.lines().map(|l| (*at, l.to_owned())).collect::<Vec<_>>())
+            .flat_map(|(at, text)| {
+                text.lines()
+                    .map(|l| (*at, l.to_owned()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -90,8 +94,17 @@ impl FrozenWorker {
             for &tid in &threads {
                 // SAFETY: plain ptrace(2) calls on a thread of our own child process.
                 unsafe {
-                    assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0), 0, "PTRACE_SEIZE {tid}: {}", std::io::Error::last_os_error());
-                    assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0, "PTRACE_INTERRUPT");
+                    assert_eq!(
+                        libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                        0,
+                        "PTRACE_SEIZE {tid}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    assert_eq!(
+                        libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0),
+                        0,
+                        "PTRACE_INTERRUPT"
+                    );
                     let mut status = 0;
                     libc::waitpid(tid, &mut status, libc::__WALL);
                 }
@@ -149,19 +162,29 @@ async fn systemd_ready_status_watchdog_and_stopping() {
 
     // A hung worker stops the pings (and fails readiness); they resume when it answers again.
     let frozen = FrozenWorker::freeze(server.pid());
-    wait_until("/readyz to fail", DEADLINE, || {
-        matches!(http_get(server.addr, "/readyz"), Ok((503, body)) if body.contains("worker 0"))
-    });
+    wait_until(
+        "/readyz to fail",
+        DEADLINE,
+        || matches!(http_get(server.addr, "/readyz"), Ok((503, body)) if body.contains("worker 0")),
+    );
     let pings_when_unready = notify.pings().len();
     let quiet_from = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
-    let late: Vec<_> = notify.pings().into_iter().filter(|at| *at > quiet_from).collect();
+    let late: Vec<_> = notify
+        .pings()
+        .into_iter()
+        .filter(|at| *at > quiet_from)
+        .collect();
     assert!(late.is_empty(), "{} pings while a worker hung", late.len());
     assert_eq!(notify.pings().len(), pings_when_unready);
     frozen.thaw();
-    wait_until("pings to resume", DEADLINE, || notify.pings().len() > pings_when_unready);
+    wait_until("pings to resume", DEADLINE, || {
+        notify.pings().len() > pings_when_unready
+    });
 
-    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
     assert!(status.success());
     wait_until("STOPPING=1", DEADLINE, || notify.has(|l| l == "STOPPING=1"));
     drop(client);
@@ -189,17 +212,44 @@ async fn a_stalled_sink_does_not_slow_signaling() {
         slowest = slowest.max(sent.elapsed());
     }
     let total = started.elapsed();
-    assert!(slowest < Duration::from_millis(500), "slowest request {slowest:?}");
-    assert!(total < Duration::from_secs(60), "{REQUESTS} requests took {total:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest request {slowest:?}"
+    );
+    assert!(
+        total < Duration::from_secs(60),
+        "{REQUESTS} requests took {total:?}"
+    );
 
     let dropped = server.metric("mediasoup_server_bus_events_dropped_total{sink=\"systemd\"}");
-    assert!(dropped > 0.0, "the stalled sink's queue overflowed and was counted");
-    assert_eq!(server.metric("mediasoup_server_bus_events_dropped_total{sink=\"prometheus\"}"), 0.0);
+    assert!(
+        dropped > 0.0,
+        "the stalled sink's queue overflowed and was counted"
+    );
+    assert_eq!(
+        server.metric("mediasoup_server_bus_events_dropped_total{sink=\"prometheus\"}"),
+        0.0
+    );
     server.wait_metric(
         "mediasoup_server_signaling_requests_total{type=\"getRouterRtpCapabilities\",outcome=\"ok\"}",
         REQUESTS as f64,
     );
     let _ = std::fs::remove_file(&notify.path);
+}
+
+/// What the collector received of one span.
+struct ExportedSpan {
+    name: String,
+    attributes: HashMap<String, String>,
+    events: Vec<String>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+}
+
+impl ExportedSpan {
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
 }
 
 /// A test OTLP/HTTP collector: accepts protobuf POSTs on /v1/traces and keeps them.
@@ -224,20 +274,19 @@ impl Collector {
         Collector { addr, requests }
     }
 
-    fn spans(&self) -> Vec<(String, HashMap<String, String>, Vec<String>, Vec<u8>, Vec<u8>)> {
+    fn spans(&self) -> Vec<ExportedSpan> {
         let mut spans = Vec::new();
         for request in self.requests.lock().unwrap().iter() {
             for resource in &request.resource_spans {
                 for scope in &resource.scope_spans {
                     for span in &scope.spans {
-                        let events = span.events.iter().map(|e| e.name.clone()).collect();
-                        spans.push((
-                            span.name.clone(),
-                            attributes(&span.attributes),
-                            events,
-                            span.span_id.clone(),
-                            span.parent_span_id.clone(),
-                        ));
+                        spans.push(ExportedSpan {
+                            name: span.name.clone(),
+                            attributes: attributes(&span.attributes),
+                            events: span.events.iter().map(|e| e.name.clone()).collect(),
+                            id: span.span_id.clone(),
+                            parent: span.parent_span_id.clone(),
+                        });
                     }
                 }
             }
@@ -275,7 +324,9 @@ fn attributes(attributes: &[KeyValue]) -> HashMap<String, String> {
 
 /// Reads one HTTP/1.1 POST, answers 200, decodes the protobuf body.
 fn read_export(mut stream: TcpStream) -> Option<ExportTraceServiceRequest> {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let mut data = Vec::new();
     let mut buffer = [0u8; 65536];
     let (header_end, length) = loop {
@@ -317,50 +368,102 @@ async fn traces_reach_an_otlp_collector() {
     let mut a = Client::connect(&server.url("/traced-table"), "aaaaaaaaaaaaaaaa").await;
     let joined = a.join().await;
     a.produce(&joined.send, "audio", "mic").await;
-    a.error("pauseProducer", json!({"producerId": "5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11"}))
-        .await;
+    a.error(
+        "pauseProducer",
+        json!({"producerId": "5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11"}),
+    )
+    .await;
     a.close().await;
     server.wait_metric("mediasoup_server_rooms", 0.0);
     // Shutdown flushes the batch exporter.
-    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
     assert!(status.success());
 
     wait_until("spans at the collector", DEADLINE, || {
-        collector.spans().iter().any(|s| s.0 == "peer_session")
+        collector.spans().iter().any(|s| s.name == "peer_session")
     });
     let spans = collector.spans();
-    assert!(collector.service_names().iter().all(|n| n == "sfu-under-test"));
+    assert!(collector
+        .service_names()
+        .iter()
+        .all(|n| n == "sfu-under-test"));
 
-    let room = spans.iter().find(|s| s.0 == "room").expect("a room span");
-    assert_eq!(room.1.get("room").map(String::as_str), Some("traced-table"));
-    let session = spans.iter().find(|s| s.0 == "peer_session").expect("a peer session span");
-    assert_eq!(session.1.get("user_id").map(String::as_str), Some("aaaaaaaaaaaaaaaa"));
-    assert_eq!(session.1.get("room").map(String::as_str), Some("traced-table"));
-    assert_eq!(session.4, room.3, "the session is a child of the room");
-    for event in ["peer joined", "transport created", "producer created", "producer closed", "peer left"] {
-        assert!(session.2.iter().any(|e| e == event), "{event} missing from {:?}", session.2);
+    let room = spans
+        .iter()
+        .find(|s| s.name == "room")
+        .expect("a room span");
+    assert_eq!(room.attribute("room"), Some("traced-table"));
+    let session = spans
+        .iter()
+        .find(|s| s.name == "peer_session")
+        .expect("a peer session span");
+    assert_eq!(session.attribute("user_id"), Some("aaaaaaaaaaaaaaaa"));
+    assert_eq!(session.attribute("room"), Some("traced-table"));
+    assert_eq!(
+        session.parent, room.id,
+        "the session is a child of the room"
+    );
+    for event in [
+        "peer joined",
+        "transport created",
+        "producer created",
+        "producer closed",
+        "peer left",
+    ] {
+        assert!(
+            session.events.iter().any(|e| e == event),
+            "{event} missing from {:?}",
+            session.events
+        );
     }
 
-    let requests: Vec<_> = spans.iter().filter(|s| s.0 == "signaling_request").collect();
-    assert_eq!(requests.len(), 6, "one span per request");
-    assert!(requests.iter().all(|r| r.4 == session.3), "children of the session");
-    let types: Vec<&str> = requests.iter().filter_map(|r| r.1.get("type").map(String::as_str)).collect();
-    for expected in ["getRouterRtpCapabilities", "createWebRtcTransport", "produce", "pauseProducer"] {
-        assert!(types.contains(&expected), "{expected} missing from {types:?}");
+    let requests: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "signaling_request")
+        .collect();
+    assert_eq!(requests.len(), 5, "one span per request");
+    assert!(
+        requests.iter().all(|r| r.parent == session.id),
+        "children of the session"
+    );
+    let types: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.attribute("type"))
+        .collect();
+    for expected in [
+        "getRouterRtpCapabilities",
+        "createWebRtcTransport",
+        "produce",
+        "pauseProducer",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
     }
-    let failed = requests.iter().find(|r| r.1.get("type").map(String::as_str) == Some("pauseProducer")).unwrap();
-    assert_eq!(failed.1.get("outcome").map(String::as_str), Some("error"));
+    let failed = requests
+        .iter()
+        .find(|r| r.attribute("type") == Some("pauseProducer"))
+        .unwrap();
+    assert_eq!(failed.attribute("outcome"), Some("error"));
 }
 
 #[tokio::test]
 async fn an_unreachable_collector_does_not_affect_the_service() {
     let closed_port = common::free_port();
-    let server = Server::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://127.0.0.1:{closed_port}"))]);
+    let server = Server::start(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("http://127.0.0.1:{closed_port}"),
+    )]);
     let mut a = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
     let joined = a.join().await;
     a.produce(&joined.send, "video", "webcam").await;
     a.close().await;
     server.wait_metric("mediasoup_server_rooms", 0.0);
-    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
     assert!(status.success());
 }

@@ -60,12 +60,21 @@ async fn join_order_of_the_module_and_response_shapes() {
         assert!(!data[field].is_null(), "{field} missing: {data}");
     }
     let candidates = data["iceCandidates"].as_array().unwrap();
-    let protocols: Vec<&str> = candidates.iter().filter_map(|c| c["protocol"].as_str()).collect();
-    assert!(protocols.contains(&"udp") && protocols.contains(&"tcp"), "{protocols:?}");
+    let protocols: Vec<&str> = candidates
+        .iter()
+        .filter_map(|c| c["protocol"].as_str())
+        .collect();
+    assert!(
+        protocols.contains(&"udp") && protocols.contains(&"tcp"),
+        "{protocols:?}"
+    );
     for candidate in candidates {
         assert_eq!(candidate["address"], "127.0.0.1", "{candidate}");
         let port = candidate["port"].as_u64().unwrap() as u16;
-        assert!((server.rtc_ports.0..=server.rtc_ports.1).contains(&port), "{candidate}");
+        assert!(
+            (server.rtc_ports.0..=server.rtc_ports.1).contains(&port),
+            "{candidate}"
+        );
     }
     let udp_priority = |p: &str| {
         candidates
@@ -111,11 +120,17 @@ async fn force_tcp_gives_tcp_candidates_only() {
     let server = Server::start(&[]);
     let mut a = Client::connect(&server.url("/"), A).await;
     let data = a
-        .ok("createWebRtcTransport", json!({"forceTcp": true, "producing": true, "consuming": false}))
+        .ok(
+            "createWebRtcTransport",
+            json!({"forceTcp": true, "producing": true, "consuming": false}),
+        )
         .await;
     let candidates = data["iceCandidates"].as_array().unwrap();
     assert!(!candidates.is_empty());
-    assert!(candidates.iter().all(|c| c["protocol"] == "tcp"), "{candidates:?}");
+    assert!(
+        candidates.iter().all(|c| c["protocol"] == "tcp"),
+        "{candidates:?}"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +172,9 @@ async fn producers_reach_others_and_consumers_are_answered_in_full() {
         assert!(data["id"].is_string());
         assert_eq!(data["producerId"], *producer);
         assert_eq!(data["kind"], kind);
-        assert!(data["rtpParameters"]["codecs"].as_array().is_some_and(|c| !c.is_empty()));
+        assert!(data["rtpParameters"]["codecs"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()));
         assert_eq!(data["producerPaused"], false);
     }
     server.wait_metric("mediasoup_server_consumers{kind=\"audio\"}", 1.0);
@@ -167,13 +184,19 @@ async fn producers_reach_others_and_consumers_are_answered_in_full() {
     a.ok("pauseProducer", json!({"producerId": mic})).await;
     a.ok("resumeProducer", json!({"producerId": mic})).await;
     let consumer = b
-        .ok("consume", json!({"producerId": cam, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .ok(
+            "consume",
+            json!({"producerId": cam, "rtpCapabilities": common::client_rtp_capabilities()}),
+        )
         .await["id"]
         .clone();
     b.ok("consumerPause", json!({"consumerId": consumer})).await;
-    b.ok("consumerResume", json!({"consumerId": consumer})).await;
+    b.ok("consumerResume", json!({"consumerId": consumer}))
+        .await;
     b.ok("consumerClose", json!({"consumerId": consumer})).await;
-    let error = b.error("consumerResume", json!({"consumerId": consumer})).await;
+    let error = b
+        .error("consumerResume", json!({"consumerId": consumer}))
+        .await;
     assert!(error.contains("no consumer"), "{error}");
     drop(b_join);
 }
@@ -193,10 +216,18 @@ async fn late_joiner_hears_of_every_existing_producer_right_after_its_consuming_
 
     let mut c = Client::connect(&server.url("/table"), C).await;
     c.ok("getRouterRtpCapabilities", json!({})).await;
-    c.ok("createWebRtcTransport", json!({"producing": true, "consuming": false})).await;
+    c.ok(
+        "createWebRtcTransport",
+        json!({"producing": true, "consuming": false}),
+    )
+    .await;
     // Nothing before the consuming transport exists.
     assert!(c.has_notification_within(QUIET).await.is_none());
-    c.ok("createWebRtcTransport", json!({"producing": false, "consuming": true})).await;
+    c.ok(
+        "createWebRtcTransport",
+        json!({"producing": false, "consuming": true}),
+    )
+    .await;
     let announced = notifications(&mut c, "newProducer", 3).await;
     producers.sort();
     assert_eq!(ids(&announced), producers);
@@ -240,8 +271,11 @@ async fn disconnect_closes_everything_and_tells_the_room() {
         a.produce(&a_join.send, "video", "webcam").await,
     ]);
     notifications(&mut b, "newProducer", 2).await;
-    b.ok("consume", json!({"producerId": producers[0], "rtpCapabilities": common::client_rtp_capabilities()}))
-        .await;
+    b.ok(
+        "consume",
+        json!({"producerId": producers[0], "rtpCapabilities": common::client_rtp_capabilities()}),
+    )
+    .await;
     b.produce(&b_join.send, "audio", "mic").await;
     server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 2.0);
 
@@ -298,7 +332,10 @@ async fn rooms_are_isolated() {
     let mic = a.produce(&a_join.send, "audio", "mic").await;
     assert!(d.has_notification_within(QUIET).await.is_none());
     let error = d
-        .error("consume", json!({"producerId": mic, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .error(
+            "consume",
+            json!({"producerId": mic, "rtpCapabilities": common::client_rtp_capabilities()}),
+        )
         .await;
     assert!(error.contains("no producer"), "{error}");
     server.wait_metric("mediasoup_server_rooms", 2.0);
@@ -317,28 +354,48 @@ async fn bad_frames_get_a_clear_error_and_the_socket_stays_open() {
     let unanswerable = [
         ("not json", "not valid JSON"),
         ("[1, 2, 3]", "not a JSON object"),
-        (r#"{"type": "getRouterRtpCapabilities", "userId": "x"}"#, "requestId"),
+        (
+            r#"{"type": "getRouterRtpCapabilities", "userId": "x"}"#,
+            "requestId",
+        ),
     ];
     for (frame, expected) in unanswerable {
         a.send_raw(Message::text(frame)).await;
         let reply = a.notification().await;
         assert_eq!(reply["type"], "error", "{frame}: {reply}");
-        assert!(reply["error"].as_str().unwrap().contains(expected), "{frame}: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains(expected),
+            "{frame}: {reply}"
+        );
     }
     a.send_raw(Message::binary(vec![1, 2, 3])).await;
     assert_eq!(a.notification().await["type"], "error");
 
     let answered = [
-        (json!({"type": "fly", "requestId": "r1", "userId": A}), "unknown request type"),
+        (
+            json!({"type": "fly", "requestId": "r1", "userId": A}),
+            "unknown request type",
+        ),
         (json!({"type": "consume", "requestId": "r2"}), "userId"),
-        (json!({"type": "connectTransport", "requestId": "r3", "userId": A}), "missing field `transportId`"),
-        (json!({"type": "createWebRtcTransport", "requestId": "r4", "userId": A, "producing": "yes", "consuming": false}), "invalid type"),
-        (json!({"type": "pauseProducer", "requestId": "r5", "userId": A, "producerId": "not-a-uuid"}), "invalid pauseProducer"),
+        (
+            json!({"type": "connectTransport", "requestId": "r3", "userId": A}),
+            "missing field `transportId`",
+        ),
+        (
+            json!({"type": "createWebRtcTransport", "requestId": "r4", "userId": A, "producing": "yes", "consuming": false}),
+            "invalid type",
+        ),
+        (
+            json!({"type": "pauseProducer", "requestId": "r5", "userId": A, "producerId": "not-a-uuid"}),
+            "invalid pauseProducer",
+        ),
     ];
     for (request, expected) in answered {
         a.send_raw(Message::text(request.to_string())).await;
         let reply = a.answer(request["requestId"].as_str().unwrap()).await;
-        let error = reply["error"].as_str().unwrap_or_else(|| panic!("{request}: {reply}"));
+        let error = reply["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{request}: {reply}"));
         assert!(error.contains(expected), "{request}: {error}");
     }
 
@@ -350,43 +407,70 @@ async fn bad_frames_get_a_clear_error_and_the_socket_stays_open() {
         .await;
     assert!(error.contains("no transport"), "{error}");
     let error = a
-        .error("consume", json!({"producerId": unknown, "rtpCapabilities": common::client_rtp_capabilities()}))
+        .error(
+            "consume",
+            json!({"producerId": unknown, "rtpCapabilities": common::client_rtp_capabilities()}),
+        )
         .await;
     assert!(error.contains("no consuming transport"), "{error}");
     let error = a
-        .error("createWebRtcTransport", json!({"producing": true, "consuming": true}))
+        .error(
+            "createWebRtcTransport",
+            json!({"producing": true, "consuming": true}),
+        )
         .await;
     assert!(error.contains("exactly one"), "{error}");
 
     let a_join = a.join().await;
     let error = a
-        .error("createWebRtcTransport", json!({"producing": true, "consuming": false}))
+        .error(
+            "createWebRtcTransport",
+            json!({"producing": true, "consuming": false}),
+        )
         .await;
-    assert!(error.contains("already has a producing transport"), "{error}");
+    assert!(
+        error.contains("already has a producing transport"),
+        "{error}"
+    );
     let error = a
         .error("produce", json!({"transportId": a_join.recv, "kind": "audio", "rtpParameters": audio, "appData": {"mediaTag": "mic"}}))
         .await;
-    assert!(error.contains("not this connection's producing transport"), "{error}");
+    assert!(
+        error.contains("not this connection's producing transport"),
+        "{error}"
+    );
     let error = a
         .error("produce", json!({"transportId": b_join.send, "kind": "audio", "rtpParameters": audio, "appData": {"mediaTag": "mic"}}))
         .await;
-    assert!(error.contains("no transport"), "another peer's transport: {error}");
+    assert!(
+        error.contains("no transport"),
+        "another peer's transport: {error}"
+    );
     let error = a
-        .error("connectTransport", json!({"transportId": b_join.send, "dtlsParameters": common::dtls_parameters()}))
+        .error(
+            "connectTransport",
+            json!({"transportId": b_join.send, "dtlsParameters": common::dtls_parameters()}),
+        )
         .await;
     assert!(error.contains("no transport"), "{error}");
     let error = a
-        .error("produce", json!({"transportId": a_join.send, "kind": "audio", "rtpParameters": {"codecs": [], "encodings": []}, "appData": {"mediaTag": "mic"}}))
+        .error("produce", json!({"transportId": a_join.send, "kind": "audio", "rtpParameters": {"codecs": [], "headerExtensions": [], "encodings": [], "rtcp": {"reducedSize": true}}, "appData": {"mediaTag": "mic"}}))
         .await;
     assert!(error.contains("could not produce"), "{error}");
 
     let b_mic = b.produce(&b_join.send, "audio", "mic").await;
     a.notification_of("newProducer").await;
     let error = a.error("pauseProducer", json!({"producerId": b_mic})).await;
-    assert!(error.contains("no producer"), "another peer's producer: {error}");
+    assert!(
+        error.contains("no producer"),
+        "another peer's producer: {error}"
+    );
     let no_shared_codec = json!({"codecs": [{"kind": "video", "mimeType": "video/AV1", "clockRate": 90000, "parameters": {}, "rtcpFeedback": []}], "headerExtensions": []});
     let error = a
-        .error("consume", json!({"producerId": b_mic, "rtpCapabilities": no_shared_codec}))
+        .error(
+            "consume",
+            json!({"producerId": b_mic, "rtpCapabilities": no_shared_codec}),
+        )
         .await;
     assert!(error.contains("cannot consume"), "{error}");
 
@@ -399,11 +483,22 @@ async fn bad_frames_get_a_clear_error_and_the_socket_stays_open() {
 
     // Still open, still working, for everyone.
     a.ok("getRouterRtpCapabilities", json!({})).await;
-    a.ok("consume", json!({"producerId": b_mic, "rtpCapabilities": common::client_rtp_capabilities()}))
-        .await;
+    a.ok(
+        "consume",
+        json!({"producerId": b_mic, "rtpCapabilities": common::client_rtp_capabilities()}),
+    )
+    .await;
     b.ok("pauseProducer", json!({"producerId": b_mic})).await;
-    assert!(server.metric("mediasoup_server_signaling_requests_total{type=\"produce\",outcome=\"error\"}") >= 4.0);
-    assert!(server.metric("mediasoup_server_signaling_requests_total{type=\"invalid\",outcome=\"error\"}") >= 4.0);
+    assert!(
+        server.metric(
+            "mediasoup_server_signaling_requests_total{type=\"produce\",outcome=\"error\"}"
+        ) >= 4.0
+    );
+    assert!(
+        server.metric(
+            "mediasoup_server_signaling_requests_total{type=\"invalid\",outcome=\"error\"}"
+        ) >= 4.0
+    );
 }
 
 #[tokio::test]
@@ -412,7 +507,10 @@ async fn oversized_frames_close_the_socket_with_1009_and_others_carry_on() {
     let mut a = Client::connect(&server.url("/table"), A).await;
     let mut b = Client::connect(&server.url("/table"), B).await;
     b.ok("getRouterRtpCapabilities", json!({})).await;
-    let huge = format!(r#"{{"type":"produce","requestId":"r","userId":"{A}","pad":"{}"}}"#, "x".repeat(300 * 1024));
+    let huge = format!(
+        r#"{{"type":"produce","requestId":"r","userId":"{A}","pad":"{}"}}"#,
+        "x".repeat(300 * 1024)
+    );
     a.send_raw(Message::text(huge)).await;
     let (code, reason) = a.closed().await;
     assert_eq!(code, 1009, "{reason}");
@@ -430,7 +528,8 @@ async fn unusable_room_names_are_refused_at_the_upgrade() {
         match error {
             tokio_tungstenite::tungstenite::Error::Http(response) => {
                 assert_eq!(response.status(), 400, "{path}");
-                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .to_string();
                 assert!(body.contains("room name"), "{path}: {body}");
             }
             other => panic!("{path}: {other}"),

@@ -18,17 +18,24 @@ async fn starts_two_workers_serves_health_and_websocket_and_stops_on_sigterm() {
     let readiness: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(readiness["ready"], true);
     let (status, body) = http_get(server.addr, "/").unwrap();
-    assert_eq!(status, 426, "plain HTTP on a room path asks for a WebSocket: {body}");
+    assert_eq!(
+        status, 426,
+        "plain HTTP on a room path asks for a WebSocket: {body}"
+    );
 
     let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
     client.ok("getRouterRtpCapabilities", json!({})).await;
 
     let log = server.log();
-    let created: Vec<&String> = log.iter().filter(|l| l.contains("worker created")).collect();
+    let created: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("worker created"))
+        .collect();
     assert_eq!(created.len(), 2, "one line per worker: {log:#?}");
     assert!(created.iter().all(|l| l.contains("id=")), "{created:?}");
     assert!(
-        log.iter().any(|l| l.contains(&format!("listening for signaling on {}", server.addr))),
+        log.iter()
+            .any(|l| l.contains(&format!("listening for signaling on {}", server.addr))),
         "{log:#?}"
     );
     assert_eq!(server.metric("mediasoup_server_workers_alive"), 2.0);
@@ -51,7 +58,10 @@ async fn transports_announce_the_configured_address() {
         let server = Server::start(&[("MEDIASOUP_ANNOUNCED_IP", announced)]);
         let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
         let transport = client
-            .ok("createWebRtcTransport", json!({"producing": true, "consuming": false}))
+            .ok(
+                "createWebRtcTransport",
+                json!({"producing": true, "consuming": false}),
+            )
             .await;
         let candidates = transport["iceCandidates"].as_array().unwrap();
         assert!(!candidates.is_empty());
@@ -69,23 +79,80 @@ fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run mediasoup-server");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
+
+/// Environment, the variable the error must name, the value it must quote.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
 
 #[test]
 fn bad_configuration_exits_78_naming_the_variable_and_value() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
-        (&[("MEDIASOUP_NUM_WORKERS", "0")], "MEDIASOUP_NUM_WORKERS", "\"0\""),
-        (&[("MEDIASOUP_NUM_WORKERS", "many")], "MEDIASOUP_NUM_WORKERS", "\"many\""),
-        (&[("MEDIASOUP_LISTEN_ADDR", "localhost")], "MEDIASOUP_LISTEN_ADDR", "\"localhost\""),
-        (&[("MEDIASOUP_METRICS_ADDR", "9464")], "MEDIASOUP_METRICS_ADDR", "\"9464\""),
-        (&[("MEDIASOUP_RTC_MIN_PORT", "20000"), ("MEDIASOUP_RTC_MAX_PORT", "10000")], "MEDIASOUP_RTC_MAX_PORT", "\"10000\""),
-        (&[("MEDIASOUP_RTC_MAX_PORT", "70000")], "MEDIASOUP_RTC_MAX_PORT", "\"70000\""),
-        (&[("MEDIASOUP_LOG_LEVEL", "loud")], "MEDIASOUP_LOG_LEVEL", "\"loud\""),
-        (&[("MEDIASOUP_LOG_TAGS", "ice,nope")], "MEDIASOUP_LOG_TAGS", "\"ice,nope\""),
-        (&[("MEDIASOUP_ANNOUNCED_IP", "not valid!")], "MEDIASOUP_ANNOUNCED_IP", "\"not valid!\""),
-        (&[("MEDIASOUP_MAX_INCOMING_BITRATE", "-1")], "MEDIASOUP_MAX_INCOMING_BITRATE", "\"-1\""),
-        (&[("MEDIASOUP_LOG_FORMAT", "xml")], "MEDIASOUP_LOG_FORMAT", "\"xml\""),
+    let cases: &[Case] = &[
+        (
+            &[("MEDIASOUP_NUM_WORKERS", "0")],
+            "MEDIASOUP_NUM_WORKERS",
+            "\"0\"",
+        ),
+        (
+            &[("MEDIASOUP_NUM_WORKERS", "many")],
+            "MEDIASOUP_NUM_WORKERS",
+            "\"many\"",
+        ),
+        (
+            &[("MEDIASOUP_LISTEN_ADDR", "localhost")],
+            "MEDIASOUP_LISTEN_ADDR",
+            "\"localhost\"",
+        ),
+        (
+            &[("MEDIASOUP_METRICS_ADDR", "9464")],
+            "MEDIASOUP_METRICS_ADDR",
+            "\"9464\"",
+        ),
+        (
+            &[
+                ("MEDIASOUP_RTC_MIN_PORT", "20000"),
+                ("MEDIASOUP_RTC_MAX_PORT", "10000"),
+            ],
+            "MEDIASOUP_RTC_MAX_PORT",
+            "\"10000\"",
+        ),
+        (
+            &[("MEDIASOUP_RTC_MAX_PORT", "70000")],
+            "MEDIASOUP_RTC_MAX_PORT",
+            "\"70000\"",
+        ),
+        (
+            &[("MEDIASOUP_LOG_LEVEL", "loud")],
+            "MEDIASOUP_LOG_LEVEL",
+            "\"loud\"",
+        ),
+        (
+            &[("MEDIASOUP_LOG_TAGS", "ice,nope")],
+            "MEDIASOUP_LOG_TAGS",
+            "\"ice,nope\"",
+        ),
+        (
+            &[("MEDIASOUP_ANNOUNCED_IP", "not valid!")],
+            "MEDIASOUP_ANNOUNCED_IP",
+            "\"not valid!\"",
+        ),
+        (
+            &[("MEDIASOUP_MAX_INCOMING_BITRATE", "-1")],
+            "MEDIASOUP_MAX_INCOMING_BITRATE",
+            "\"-1\"",
+        ),
+        (
+            &[("MEDIASOUP_LOG_FORMAT", "xml")],
+            "MEDIASOUP_LOG_FORMAT",
+            "\"xml\"",
+        ),
         (&[("RUST_LOG", "info,[")], "RUST_LOG", "info,["),
     ];
     for (env, variable, value) in cases {
@@ -93,8 +160,14 @@ fn bad_configuration_exits_78_naming_the_variable_and_value() {
         assert_eq!(code, Some(78), "{env:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line: {stderr}");
-        assert!(lines[0].contains(variable) && lines[0].contains(value), "{stderr}");
-        assert!(lines[0].contains("expected"), "says what is accepted: {stderr}");
+        assert!(
+            lines[0].contains(variable) && lines[0].contains(value),
+            "{stderr}"
+        );
+        assert!(
+            lines[0].contains("expected"),
+            "says what is accepted: {stderr}"
+        );
     }
 }
 
@@ -109,7 +182,9 @@ fn a_taken_address_is_a_clear_error_naming_the_variable() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("address {addr} is in use: set MEDIASOUP_LISTEN_ADDR")),
+        stderr.contains(&format!(
+            "address {addr} is in use: set MEDIASOUP_LISTEN_ADDR"
+        )),
         "{stderr}"
     );
 }
@@ -126,6 +201,9 @@ fn a_dotenv_file_in_the_working_directory_is_read() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("MEDIASOUP_NUM_WORKERS") && stderr.contains("zero"), "{stderr}");
+    assert!(
+        stderr.contains("MEDIASOUP_NUM_WORKERS") && stderr.contains("zero"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,7 +13,11 @@ fn worker_archive() -> PathBuf {
     std::fs::read_dir(&build)
         .unwrap_or_else(|e| panic!("{}: {e}", build.display()))
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("mediasoup-sys-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mediasoup-sys-")
+        })
         .map(|e| e.path().join("out/libmediasoup-worker.a"))
         .filter(|p| p.exists())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
@@ -46,7 +50,10 @@ fn srtp_adapter_passes_its_c_tests() {
         "AEAD_AES_128_GCM",
         "AEAD_AES_256_GCM",
     ] {
-        assert!(stdout.contains(&format!("{suite} done")), "{suite}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{suite} done")),
+            "{suite}: {stdout}"
+        );
     }
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }

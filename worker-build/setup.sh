@@ -106,6 +106,10 @@ FB=$SP/$(wrapdir flatbuffers)
 put "$DEPS/flatbuffers-src" "$FB"
 cp "$SHIMS/flatbuffers/meson.build" "$FB/meson.build"
 sed "s|@FLATC@|$FLATC|" "$SHIMS/flatbuffers/meson_options.txt.in" >"$FB/meson_options.txt"
+# Fixes to the worker's own sources, one file each; see the comment inside each patch.
+for p in "$HERE"/patches/*.patch; do
+  patch -s -p1 -d "$MS.tmp" <"$p" || die "patch $(basename "$p") does not apply to mediasoup-sys $MEDIASOUP_SYS_VERSION"
+done
 rm -rf "$FB"/{tests,goldens,docs,java,net,swift,dart,kotlin,php,python,rust,ts,js,mjs,go,lua,lobster,nim,android,benchmarks,examples,samples}
 # Replace the copy only when it changed, so cargo's fingerprint of the path dependency (and the
 # meson build directory) stays valid across re-runs.

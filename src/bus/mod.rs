@@ -136,7 +136,11 @@ mod tests {
             bus.emit(&Span::none(), worker_spawned(i));
         }
         // 50k emits with a full queue must stay far below anything that could block.
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
 
         let dropped: Vec<_> = bus.dropped().collect();
         assert_eq!(dropped, vec![("stalled", 50_000 - 16), ("live", 0)]);

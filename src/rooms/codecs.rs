@@ -8,7 +8,10 @@ use mediasoup::types::rtp_parameters::RtpCodecParametersParametersValue;
 
 const VIDEO_CLOCK: NonZeroU32 = NonZeroU32::new(90_000).expect("non-zero");
 
-fn video(mime_type: MimeTypeVideo, parameters: &[(&'static str, RtpCodecParametersParametersValue)]) -> RtpCodecCapability {
+fn video(
+    mime_type: MimeTypeVideo,
+    parameters: &[(&'static str, RtpCodecParametersParametersValue)],
+) -> RtpCodecCapability {
     RtpCodecCapability::Video {
         mime_type,
         preferred_payload_type: None,

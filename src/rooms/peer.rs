@@ -16,8 +16,8 @@ use tracing::Span;
 use super::room::{Announcement, PeerCommand, Room};
 use super::TransportSettings;
 use crate::bus::{
-    Bus, ConsumerClosed, Event, ConsumerCreated, ConsumerLayersChanged, ConsumerPaused, ConsumerScored,
-    Direction, DtlsStateChanged, IceStateChanged, IceTupleSelected, JoinFailed, JoinFailure,
+    Bus, ConsumerClosed, ConsumerCreated, ConsumerLayersChanged, ConsumerPaused, ConsumerScored,
+    Direction, DtlsStateChanged, Event, IceStateChanged, IceTupleSelected, JoinFailed, JoinFailure,
     JoinProgressed, JoinStage, LeaveReason, PeerId, PeerJoined, PeerLeft, PeerReplaced,
     ProducerClosed, ProducerCreated, ProducerPaused, ProducerScored, TransportClosed,
     TransportCreated,
@@ -44,7 +44,9 @@ pub enum PeerError {
     NotOwnProducer(ProducerId),
     #[error("no consumer {0} of this connection")]
     UnknownConsumer(ConsumerId),
-    #[error("cannot consume producer {0} with the given rtpCapabilities: they share no codec with it")]
+    #[error(
+        "cannot consume producer {0} with the given rtpCapabilities: they share no codec with it"
+    )]
     CannotConsume(ProducerId),
     #[error("could not create the transport: {0}")]
     CreateTransport(String),
@@ -558,7 +560,11 @@ impl Peer {
         if !self.room.is_consumable_by(self.id, producer_id) {
             return Err(PeerError::UnknownProducer(producer_id));
         }
-        if !self.room.router.can_consume(&producer_id, &rtp_capabilities) {
+        if !self
+            .room
+            .router
+            .can_consume(&producer_id, &rtp_capabilities)
+        {
             return Err(PeerError::CannotConsume(producer_id));
         }
         let mut options = ConsumerOptions::new(producer_id, rtp_capabilities);
@@ -652,7 +658,10 @@ impl Peer {
 
     /// Resumes a consumer created paused, asking for a key frame so video starts at once.
     pub async fn start_consumer(&self, id: ConsumerId) -> Result<(), PeerError> {
-        let consumer = self.consumers.get(&id).ok_or(PeerError::UnknownConsumer(id))?;
+        let consumer = self
+            .consumers
+            .get(&id)
+            .ok_or(PeerError::UnknownConsumer(id))?;
         consumer.resume().await?;
         if consumer.kind() == MediaKind::Video {
             consumer.request_key_frame().await?;
@@ -661,7 +670,10 @@ impl Peer {
     }
 
     pub async fn pause_consumer(&self, id: ConsumerId, pause: bool) -> Result<(), PeerError> {
-        let consumer = self.consumers.get(&id).ok_or(PeerError::UnknownConsumer(id))?;
+        let consumer = self
+            .consumers
+            .get(&id)
+            .ok_or(PeerError::UnknownConsumer(id))?;
         if pause {
             consumer.pause().await?;
         } else {

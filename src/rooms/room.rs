@@ -238,9 +238,9 @@ impl Room {
 
     /// Whether `producer` belongs to a peer of this room other than `peer`.
     pub fn is_consumable_by(&self, peer: PeerId, producer: ProducerId) -> bool {
-        self.members().iter().any(|(id, m)| {
-            *id != peer && m.producers.iter().any(|(a, _)| a.producer == producer)
-        })
+        self.members()
+            .iter()
+            .any(|(id, m)| *id != peer && m.producers.iter().any(|(a, _)| a.producer == producer))
     }
 
     pub fn track_consumer(&self, peer: PeerId, kind: MediaKind, consumer: &Consumer) {
@@ -259,13 +259,15 @@ impl Room {
             snapshot
                 .producers
                 .extend(member.producers.iter().filter_map(|(_, p)| p.upgrade()));
-            member.consumers.retain(|(kind, weak)| match weak.upgrade() {
-                Some(consumer) if !consumer.closed() => {
-                    snapshot.consumers.push((*kind, consumer));
-                    true
-                }
-                _ => false,
-            });
+            member
+                .consumers
+                .retain(|(kind, weak)| match weak.upgrade() {
+                    Some(consumer) if !consumer.closed() => {
+                        snapshot.consumers.push((*kind, consumer));
+                        true
+                    }
+                    _ => false,
+                });
         }
         snapshot
     }

@@ -227,7 +227,8 @@ where
                     if handler::is_join_request(kind) {
                         peer.join_request_failed(error.is_server_side());
                     }
-                    let response = message::error_response(&envelope.request_id, &error.to_string());
+                    let response =
+                        message::error_response(&envelope.request_id, &error.to_string());
                     send(sink, response).await?;
                     (kind, false)
                 }

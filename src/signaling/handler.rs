@@ -47,8 +47,9 @@ pub async fn handle(peer: &mut Peer, request: Request) -> Result<Reply, PeerErro
             producing,
             consuming,
         } => {
-            let (transport, announcements) =
-                peer.create_transport(producing, consuming, force_tcp).await?;
+            let (transport, announcements) = peer
+                .create_transport(producing, consuming, force_tcp)
+                .await?;
             let data = json!({
                 "id": transport.id(),
                 "iceParameters": transport.ice_parameters(),
@@ -65,7 +66,8 @@ pub async fn handle(peer: &mut Peer, request: Request) -> Result<Reply, PeerErro
             transport_id,
             dtls_parameters,
         } => {
-            peer.connect_transport(transport_id, dtls_parameters).await?;
+            peer.connect_transport(transport_id, dtls_parameters)
+                .await?;
             Ok(reply("transportConnected", json!({ "connected": true })))
         }
         Request::Produce {
@@ -74,9 +76,7 @@ pub async fn handle(peer: &mut Peer, request: Request) -> Result<Reply, PeerErro
             rtp_parameters,
             app_data,
         } => {
-            let tag = media_tag(&app_data)
-                .map_err(PeerError::Produce)?
-                .into();
+            let tag = media_tag(&app_data).map_err(PeerError::Produce)?.into();
             let produced = peer
                 .produce(transport_id, kind, rtp_parameters, tag, app_data)
                 .await?;

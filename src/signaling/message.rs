@@ -55,15 +55,25 @@ pub enum Request {
         rtp_capabilities: RtpCapabilities,
     },
     #[serde(rename_all = "camelCase")]
-    PauseProducer { producer_id: ProducerId },
+    PauseProducer {
+        producer_id: ProducerId,
+    },
     #[serde(rename_all = "camelCase")]
-    ResumeProducer { producer_id: ProducerId },
+    ResumeProducer {
+        producer_id: ProducerId,
+    },
     #[serde(rename_all = "camelCase")]
-    ConsumerPause { consumer_id: ConsumerId },
+    ConsumerPause {
+        consumer_id: ConsumerId,
+    },
     #[serde(rename_all = "camelCase")]
-    ConsumerResume { consumer_id: ConsumerId },
+    ConsumerResume {
+        consumer_id: ConsumerId,
+    },
     #[serde(rename_all = "camelCase")]
-    ConsumerClose { consumer_id: ConsumerId },
+    ConsumerClose {
+        consumer_id: ConsumerId,
+    },
 }
 
 /// A frame that could be read as a request.
@@ -220,7 +230,10 @@ mod tests {
         let envelope =
             parse(r#"{"type":"getRouterRtpCapabilities","requestId":"req_0","userId":"u"}"#)
                 .expect("valid");
-        assert!(matches!(envelope.request, Request::GetRouterRtpCapabilities));
+        assert!(matches!(
+            envelope.request,
+            Request::GetRouterRtpCapabilities
+        ));
     }
 
     #[test]
@@ -240,8 +253,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(invalid_error(r#"{"requestId":"r","type":"fly","userId":"u"}"#)
-            .contains("unknown request type \"fly\""));
+        assert!(
+            invalid_error(r#"{"requestId":"r","type":"fly","userId":"u"}"#)
+                .contains("unknown request type \"fly\"")
+        );
         assert!(invalid_error(r#"{"requestId":"r","type":"consume"}"#).contains("userId"));
         assert!(
             invalid_error(r#"{"requestId":"r","type":"connectTransport","userId":"u"}"#)
@@ -253,7 +268,8 @@ mod tests {
         .contains("invalid pauseProducer request"));
         let produce = r#"{"requestId":"r","type":"produce","userId":"u",
             "transportId":"5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11","kind":"audio",
-            "rtpParameters":{"codecs":[],"encodings":[]},"appData":{}}"#;
-        assert!(invalid_error(produce).contains("appData.mediaTag"));
+            "rtpParameters":{"codecs":[],"headerExtensions":[],"encodings":[],"rtcp":{"reducedSize":true}},"appData":{}}"#;
+        let error = invalid_error(produce);
+        assert!(error.contains("appData.mediaTag"), "{error}");
     }
 }

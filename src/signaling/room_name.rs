@@ -12,9 +12,9 @@ pub const DEFAULT_ROOM: &str = "default";
 
 /// Reads the room name from a request path (without the query string).
 pub fn from_path(path: &str) -> Result<RoomName, String> {
-    let decoded = percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| "room name in the URL path is not valid UTF-8 once percent-decoded".to_owned())?;
+    let decoded = percent_decode_str(path).decode_utf8().map_err(|_| {
+        "room name in the URL path is not valid UTF-8 once percent-decoded".to_owned()
+    })?;
     let name = decoded.trim_matches('/');
     if name.is_empty() {
         return Ok(DEFAULT_ROOM.into());

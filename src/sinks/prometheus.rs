@@ -7,17 +7,15 @@
 use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
+use mediasoup::types::data_structures::DtlsState;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use mediasoup::types::data_structures::DtlsState;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::bus::{
-    kind_str, Bus, Direction, Envelope, Event, JoinFailure, JoinStage, MediaSampled,
-};
+use crate::bus::{kind_str, Bus, Direction, Envelope, Event, JoinFailure, JoinStage, MediaSampled};
 use crate::health::Health;
 use crate::http;
 use crate::shutdown::Shutdown;
@@ -82,7 +80,10 @@ impl Metrics {
         let build_info = register(
             &r,
             IntGaugeVec::new(
-                opts("build_info", "Always 1; the version label says which build runs."),
+                opts(
+                    "build_info",
+                    "Always 1; the version label says which build runs.",
+                ),
                 &["version"],
             )
             .expect("valid"),
@@ -92,38 +93,270 @@ impl Metrics {
             .set(1);
         let workers_configured = register(
             &r,
-            IntGauge::with_opts(opts("workers_configured", "Workers the server was configured to run."))
-                .expect("valid"),
+            IntGauge::with_opts(opts(
+                "workers_configured",
+                "Workers the server was configured to run.",
+            ))
+            .expect("valid"),
         );
         workers_configured.set(workers as i64);
 
         let metrics = Metrics {
-            ready: register(&r, IntGauge::with_opts(opts("ready", "1 while /readyz passes: workers alive and answering, listeners bound.")).expect("valid")),
-            workers_alive: register(&r, IntGauge::with_opts(opts("workers_alive", "Workers currently alive.")).expect("valid")),
-            worker_deaths: register(&r, IntCounter::with_opts(opts("worker_deaths_total", "Workers that died unexpectedly.")).expect("valid")),
-            rooms: register(&r, IntGauge::with_opts(opts("rooms", "Rooms open now (one router each).")).expect("valid")),
-            peers: register(&r, IntGauge::with_opts(opts("peers", "Peers (signaling connections in a room) now.")).expect("valid")),
-            transports: register(&r, IntGaugeVec::new(opts("transports", "WebRTC transports open now, by the peer's direction."), &["direction"]).expect("valid")),
-            producers: register(&r, IntGaugeVec::new(opts("producers", "Producers open now, by media kind."), &["kind"]).expect("valid")),
-            consumers: register(&r, IntGaugeVec::new(opts("consumers", "Consumers open now, by media kind."), &["kind"]).expect("valid")),
-            join_funnel: register(&r, IntCounterVec::new(opts("join_funnel_total", "Peers reaching each join stage (counted once per peer)."), &["stage"]).expect("valid")),
-            join_failures: register(&r, IntCounterVec::new(opts("join_failures_total", "Peers whose join stopped, by reason."), &["reason"]).expect("valid")),
-            requests: register(&r, IntCounterVec::new(opts("signaling_requests_total", "Signaling requests answered, by type and outcome."), &["type", "outcome"]).expect("valid")),
-            request_duration: register(&r, HistogramVec::new(histogram_opts("signaling_request_duration_seconds", "Time to answer a signaling request.", vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]), &["type"]).expect("valid")),
-            dtls_connect: register(&r, Histogram::with_opts(histogram_opts("dtls_connect_duration_seconds", "Time from transport creation to DTLS connected.", vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0])).expect("valid")),
-            ice_selected: register(&r, IntCounterVec::new(opts("ice_selected_tuples_total", "ICE paths chosen, by protocol (tcp means UDP is blocked for that client)."), &["protocol"]).expect("valid")),
-            producer_score: register(&r, HistogramVec::new(histogram_opts("producer_score", "Producer scores reported by the workers (0 bad .. 10 perfect).", score_buckets.clone()), &["kind"]).expect("valid")),
-            consumer_score: register(&r, HistogramVec::new(histogram_opts("consumer_score", "Consumer scores reported by the workers (0 bad .. 10 perfect).", score_buckets), &["kind"]).expect("valid")),
-            media_bytes: register(&r, IntCounterVec::new(opts("media_bytes_total", "RTP bytes received from producers (in) and sent to consumers (out)."), &["direction", "kind"]).expect("valid")),
-            rtcp_feedback: register(&r, IntCounterVec::new(opts("rtcp_feedback_total", "NACK, PLI and FIR messages seen on producers and consumers."), &["type", "kind"]).expect("valid")),
-            packet_loss: register(&r, HistogramVec::new(histogram_opts("packet_loss_ratio", "Fraction of packets lost per stats sample.", vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]), &["kind"]).expect("valid")),
-            rtt: register(&r, Histogram::with_opts(histogram_opts("rtt_seconds", "Round-trip time to peers per stats sample.", vec![0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0])).expect("valid")),
-            worker_request: register(&r, HistogramVec::new(histogram_opts("worker_request_duration_seconds", "Latency of the periodic health probe request to each worker.", vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]), &["worker"]).expect("valid")),
-            worker_rooms: register(&r, IntGaugeVec::new(opts("worker_rooms", "Rooms (routers) on each worker."), &["worker"]).expect("valid")),
-            worker_transports: register(&r, IntGaugeVec::new(opts("worker_transports", "Transports on each worker."), &["worker"]).expect("valid")),
-            stats_poll: register(&r, Histogram::with_opts(histogram_opts("stats_poll_duration_seconds", "Time one round of media stats polling took.", vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])).expect("valid")),
-            stats_skipped: register(&r, IntCounter::with_opts(opts("stats_objects_skipped_total", "Producers/consumers left out of a stats round by the per-round cap.")).expect("valid")),
-            dropped: register(&r, IntCounterVec::new(opts("bus_events_dropped_total", "Events a sink missed because its queue was full."), &["sink"]).expect("valid")),
+            ready: register(
+                &r,
+                IntGauge::with_opts(opts(
+                    "ready",
+                    "1 while /readyz passes: workers alive and answering, listeners bound.",
+                ))
+                .expect("valid"),
+            ),
+            workers_alive: register(
+                &r,
+                IntGauge::with_opts(opts("workers_alive", "Workers currently alive."))
+                    .expect("valid"),
+            ),
+            worker_deaths: register(
+                &r,
+                IntCounter::with_opts(opts(
+                    "worker_deaths_total",
+                    "Workers that died unexpectedly.",
+                ))
+                .expect("valid"),
+            ),
+            rooms: register(
+                &r,
+                IntGauge::with_opts(opts("rooms", "Rooms open now (one router each)."))
+                    .expect("valid"),
+            ),
+            peers: register(
+                &r,
+                IntGauge::with_opts(opts(
+                    "peers",
+                    "Peers (signaling connections in a room) now.",
+                ))
+                .expect("valid"),
+            ),
+            transports: register(
+                &r,
+                IntGaugeVec::new(
+                    opts(
+                        "transports",
+                        "WebRTC transports open now, by the peer's direction.",
+                    ),
+                    &["direction"],
+                )
+                .expect("valid"),
+            ),
+            producers: register(
+                &r,
+                IntGaugeVec::new(
+                    opts("producers", "Producers open now, by media kind."),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            consumers: register(
+                &r,
+                IntGaugeVec::new(
+                    opts("consumers", "Consumers open now, by media kind."),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            join_funnel: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "join_funnel_total",
+                        "Peers reaching each join stage (counted once per peer).",
+                    ),
+                    &["stage"],
+                )
+                .expect("valid"),
+            ),
+            join_failures: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "join_failures_total",
+                        "Peers whose join stopped, by reason.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid"),
+            ),
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "signaling_requests_total",
+                        "Signaling requests answered, by type and outcome.",
+                    ),
+                    &["type", "outcome"],
+                )
+                .expect("valid"),
+            ),
+            request_duration: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts(
+                        "signaling_request_duration_seconds",
+                        "Time to answer a signaling request.",
+                        vec![
+                            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                            2.5,
+                        ],
+                    ),
+                    &["type"],
+                )
+                .expect("valid"),
+            ),
+            dtls_connect: register(
+                &r,
+                Histogram::with_opts(histogram_opts(
+                    "dtls_connect_duration_seconds",
+                    "Time from transport creation to DTLS connected.",
+                    vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
+                ))
+                .expect("valid"),
+            ),
+            ice_selected: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "ice_selected_tuples_total",
+                        "ICE paths chosen, by protocol (tcp means UDP is blocked for that client).",
+                    ),
+                    &["protocol"],
+                )
+                .expect("valid"),
+            ),
+            producer_score: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts(
+                        "producer_score",
+                        "Producer scores reported by the workers (0 bad .. 10 perfect).",
+                        score_buckets.clone(),
+                    ),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            consumer_score: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts(
+                        "consumer_score",
+                        "Consumer scores reported by the workers (0 bad .. 10 perfect).",
+                        score_buckets,
+                    ),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            media_bytes: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "media_bytes_total",
+                        "RTP bytes received from producers (in) and sent to consumers (out).",
+                    ),
+                    &["direction", "kind"],
+                )
+                .expect("valid"),
+            ),
+            rtcp_feedback: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "rtcp_feedback_total",
+                        "NACK, PLI and FIR messages seen on producers and consumers.",
+                    ),
+                    &["type", "kind"],
+                )
+                .expect("valid"),
+            ),
+            packet_loss: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts(
+                        "packet_loss_ratio",
+                        "Fraction of packets lost per stats sample.",
+                        vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+                    ),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            rtt: register(
+                &r,
+                Histogram::with_opts(histogram_opts(
+                    "rtt_seconds",
+                    "Round-trip time to peers per stats sample.",
+                    vec![0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0],
+                ))
+                .expect("valid"),
+            ),
+            worker_request: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts(
+                        "worker_request_duration_seconds",
+                        "Latency of the periodic health probe request to each worker.",
+                        vec![
+                            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5,
+                            1.0,
+                        ],
+                    ),
+                    &["worker"],
+                )
+                .expect("valid"),
+            ),
+            worker_rooms: register(
+                &r,
+                IntGaugeVec::new(
+                    opts("worker_rooms", "Rooms (routers) on each worker."),
+                    &["worker"],
+                )
+                .expect("valid"),
+            ),
+            worker_transports: register(
+                &r,
+                IntGaugeVec::new(
+                    opts("worker_transports", "Transports on each worker."),
+                    &["worker"],
+                )
+                .expect("valid"),
+            ),
+            stats_poll: register(
+                &r,
+                Histogram::with_opts(histogram_opts(
+                    "stats_poll_duration_seconds",
+                    "Time one round of media stats polling took.",
+                    vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+                ))
+                .expect("valid"),
+            ),
+            stats_skipped: register(
+                &r,
+                IntCounter::with_opts(opts(
+                    "stats_objects_skipped_total",
+                    "Producers/consumers left out of a stats round by the per-round cap.",
+                ))
+                .expect("valid"),
+            ),
+            dropped: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "bus_events_dropped_total",
+                        "Events a sink missed because its queue was full.",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid"),
+            ),
             registry: r,
             bus,
             health,
@@ -191,16 +424,26 @@ impl Metrics {
                 .observe(e.duration.as_secs_f64()),
             Event::RoomOpened(e) => {
                 self.rooms.inc();
-                self.worker_rooms.with_label_values(&[&e.worker.to_string()]).inc();
+                self.worker_rooms
+                    .with_label_values(&[&e.worker.to_string()])
+                    .inc();
             }
             Event::RoomClosed(e) => {
                 self.rooms.dec();
-                self.worker_rooms.with_label_values(&[&e.worker.to_string()]).dec();
+                self.worker_rooms
+                    .with_label_values(&[&e.worker.to_string()])
+                    .dec();
             }
             Event::SocketOpened(_) => self.peers.inc(),
             Event::PeerLeft(_) => self.peers.dec(),
-            Event::JoinProgressed(e) => self.join_funnel.with_label_values(&[e.stage.as_str()]).inc(),
-            Event::JoinFailed(e) => self.join_failures.with_label_values(&[e.reason.as_str()]).inc(),
+            Event::JoinProgressed(e) => self
+                .join_funnel
+                .with_label_values(&[e.stage.as_str()])
+                .inc(),
+            Event::JoinFailed(e) => self
+                .join_failures
+                .with_label_values(&[e.reason.as_str()])
+                .inc(),
             Event::RequestHandled(e) => {
                 let outcome = if e.ok { "ok" } else { "error" };
                 self.requests.with_label_values(&[e.request, outcome]).inc();
@@ -209,12 +452,20 @@ impl Metrics {
                     .observe(e.duration.as_secs_f64());
             }
             Event::TransportCreated(e) => {
-                self.transports.with_label_values(&[e.direction.as_str()]).inc();
-                self.worker_transports.with_label_values(&[&e.worker.to_string()]).inc();
+                self.transports
+                    .with_label_values(&[e.direction.as_str()])
+                    .inc();
+                self.worker_transports
+                    .with_label_values(&[&e.worker.to_string()])
+                    .inc();
             }
             Event::TransportClosed(e) => {
-                self.transports.with_label_values(&[e.direction.as_str()]).dec();
-                self.worker_transports.with_label_values(&[&e.worker.to_string()]).dec();
+                self.transports
+                    .with_label_values(&[e.direction.as_str()])
+                    .dec();
+                self.worker_transports
+                    .with_label_values(&[&e.worker.to_string()])
+                    .dec();
             }
             Event::DtlsStateChanged(e) if e.state == DtlsState::Connected => {
                 self.dtls_connect.observe(e.elapsed.as_secs_f64())
@@ -226,9 +477,13 @@ impl Metrics {
                 };
                 self.ice_selected.with_label_values(&[protocol]).inc();
             }
-            Event::ProducerCreated(e) => self.producers.with_label_values(&[kind_str(e.kind)]).inc(),
+            Event::ProducerCreated(e) => {
+                self.producers.with_label_values(&[kind_str(e.kind)]).inc()
+            }
             Event::ProducerClosed(e) => self.producers.with_label_values(&[kind_str(e.kind)]).dec(),
-            Event::ConsumerCreated(e) => self.consumers.with_label_values(&[kind_str(e.kind)]).inc(),
+            Event::ConsumerCreated(e) => {
+                self.consumers.with_label_values(&[kind_str(e.kind)]).inc()
+            }
             Event::ConsumerClosed(e) => self.consumers.with_label_values(&[kind_str(e.kind)]).dec(),
             Event::ProducerScored(e) => self
                 .producer_score
@@ -252,11 +507,19 @@ impl Metrics {
         self.media_bytes
             .with_label_values(&[sample.flow.as_str(), kind])
             .inc_by(sample.bytes);
-        for (feedback, count) in [("nack", sample.nacks), ("pli", sample.plis), ("fir", sample.firs)] {
-            self.rtcp_feedback.with_label_values(&[feedback, kind]).inc_by(count);
+        for (feedback, count) in [
+            ("nack", sample.nacks),
+            ("pli", sample.plis),
+            ("fir", sample.firs),
+        ] {
+            self.rtcp_feedback
+                .with_label_values(&[feedback, kind])
+                .inc_by(count);
         }
         if sample.bytes > 0 {
-            self.packet_loss.with_label_values(&[kind]).observe(sample.loss);
+            self.packet_loss
+                .with_label_values(&[kind])
+                .observe(sample.loss);
         }
         if let Some(rtt) = sample.rtt {
             self.rtt.observe(rtt.as_secs_f64());
@@ -294,9 +557,16 @@ pub async fn serve(metrics: Arc<Metrics>, listener: TcpListener, shutdown: Shutd
         let metrics = metrics.clone();
         async move {
             if request.method() == Method::GET && request.uri().path() == "/metrics" {
-                http::response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+                http::response(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                )
             } else {
-                http::text(StatusCode::NOT_FOUND, "not found: metrics are at GET /metrics\n")
+                http::text(
+                    StatusCode::NOT_FOUND,
+                    "not found: metrics are at GET /metrics\n",
+                )
             }
         }
     };

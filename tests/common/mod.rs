@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -185,19 +185,40 @@ impl Drop for Server {
     }
 }
 
+/// A series as name plus sorted labels, so that label order does not matter.
+fn parse_series(series: &str) -> (String, Vec<String>) {
+    match series.split_once('{') {
+        Some((name, labels)) => {
+            let mut labels: Vec<String> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            labels.sort();
+            (name.to_owned(), labels)
+        }
+        None => (series.to_owned(), Vec::new()),
+    }
+}
+
 pub fn metric_value(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        let value = rest.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
+    let wanted = parse_series(series);
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (parse_series(name) == wanted).then(|| value.trim().parse().ok())?
+        })
 }
 
 /// Chromium's RTP parameters for its microphone and webcam producers, captured from a real
 /// browser by the e2e test.
 pub fn chromium_rtp_parameters(kind: &str) -> Value {
-    let fixture: Value = serde_json::from_str(include_str!("../fixtures/chromium-rtp-parameters.json"))
-        .expect("fixture is JSON");
+    let fixture: Value =
+        serde_json::from_str(include_str!("../fixtures/chromium-rtp-parameters.json"))
+            .expect("fixture is JSON");
     fixture[kind].clone()
 }
 
@@ -235,6 +256,7 @@ pub struct Client {
     ws: Ws,
     pub user_id: String,
     next_request: u64,
+    next_mid: u32,
     /// Frames received while waiting for something else.
     pending: VecDeque<Value>,
 }
@@ -248,6 +270,7 @@ impl Client {
             ws,
             user_id: user_id.to_owned(),
             next_request: 0,
+            next_mid: 0,
             pending: VecDeque::new(),
         }
     }
@@ -284,7 +307,10 @@ impl Client {
     /// Waits for the frame answering `request_id`, keeping notifications for later.
     pub async fn answer(&mut self, request_id: &str) -> Value {
         loop {
-            let frame = self.next_frame().await.expect("socket open while waiting for an answer");
+            let frame = self
+                .next_frame()
+                .await
+                .expect("socket open while waiting for an answer");
             if frame["requestId"] == request_id {
                 return frame;
             }
@@ -313,7 +339,9 @@ impl Client {
         if let Some(frame) = self.pending.pop_front() {
             return frame;
         }
-        self.next_frame().await.expect("socket open while waiting for a notification")
+        self.next_frame()
+            .await
+            .expect("socket open while waiting for a notification")
     }
 
     /// The next notification of type `kind`, skipping others.
@@ -361,7 +389,10 @@ impl Client {
     /// transports' ids and the notifications that followed the consuming transport.
     pub async fn join(&mut self) -> Joined {
         let caps = self.ok("getRouterRtpCapabilities", json!({})).await;
-        assert!(caps["codecs"].as_array().is_some_and(|c| !c.is_empty()), "{caps}");
+        assert!(
+            caps["codecs"].as_array().is_some_and(|c| !c.is_empty()),
+            "{caps}"
+        );
         let send = self
             .ok("createWebRtcTransport", json!({"forceTcp": false, "producing": true, "consuming": false,
                                                  "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}}))
@@ -377,15 +408,32 @@ impl Client {
         }
     }
 
-    /// Produces `kind` (Chromium's parameters) with `mediaTag` `tag`; returns the producer id.
+    /// Produces `kind` (Chromium's parameters, with a fresh MID and SSRCs as a browser uses for
+    /// each new track) with `mediaTag` `tag`; returns the producer id.
     pub async fn produce(&mut self, transport: &str, kind: &str, tag: &str) -> String {
+        static NEXT_SSRC: AtomicU32 = AtomicU32::new(1_000_000);
+        let mut rtp_parameters = chromium_rtp_parameters(kind);
+        rtp_parameters["mid"] = json!(self.next_mid.to_string());
+        self.next_mid += 1;
+        for encoding in rtp_parameters["encodings"]
+            .as_array_mut()
+            .expect("encodings")
+        {
+            encoding["ssrc"] = json!(NEXT_SSRC.fetch_add(2, Ordering::Relaxed));
+            if encoding.get("rtx").is_some() {
+                encoding["rtx"]["ssrc"] = json!(NEXT_SSRC.fetch_add(2, Ordering::Relaxed));
+            }
+        }
         let data = self
-            .ok("produce", json!({
-                "transportId": transport,
-                "kind": kind,
-                "rtpParameters": chromium_rtp_parameters(kind),
-                "appData": {"mediaTag": tag, "userId": self.user_id},
-            }))
+            .ok(
+                "produce",
+                json!({
+                    "transportId": transport,
+                    "kind": kind,
+                    "rtpParameters": rtp_parameters,
+                    "appData": {"mediaTag": tag, "userId": self.user_id},
+                }),
+            )
             .await;
         data["id"].as_str().expect("producer id").to_owned()
     }

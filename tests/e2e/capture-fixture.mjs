@@ -2,8 +2,8 @@
 // headless Chromium (through mediasoup-client) sends in its `produce` requests to the real
 // server, one audio (mic) and one video (webcam). The Rust protocol tests read this file.
 //
-// Usage (after tests/e2e/setup.sh and a release build of the server):
-//   node tests/e2e/capture-fixture.mjs
+// Usage (after tests/e2e/setup.sh and a release build of the server), from the repo root:
+//   tests/e2e/netns.sh node tests/e2e/capture-fixture.mjs
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 

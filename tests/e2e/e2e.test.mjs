@@ -46,7 +46,12 @@ function scenario(t, server) {
     const skip = failedStep ? `skipped because "${failedStep}" failed` : false;
     await t.test(name, { skip }, async () => {
       try {
-        await body();
+        await Promise.race([
+          body(),
+          server.died.then((status) => {
+            throw new Error(`the server process died during this step: ${JSON.stringify(status)}`);
+          }),
+        ]);
       } catch (error) {
         failedStep = name;
         const serverLog = server.log().split('\n').slice(-80).join('\n');
@@ -227,7 +232,7 @@ test('signaling and media: two peers, a late joiner, a departure, room isolation
           userId: a.userId,
         });
       }
-      const refresh = 'refresh it with `node tests/e2e/capture-fixture.mjs`';
+      const refresh = 'refresh it with `tests/e2e/netns.sh node tests/e2e/capture-fixture.mjs`';
       assert.ok(existsSync(FIXTURE_PATH), `${path.relative(REPO_ROOT, FIXTURE_PATH)} is missing; ${refresh}`);
       const fixture = JSON.parse(await readFile(FIXTURE_PATH, 'utf8'));
       for (const kind of ['audio', 'video']) {

@@ -96,7 +96,7 @@ static void run(const char* name, srtp_profile_t prof, size_t tag, size_t rtcp_t
 	size_t small = sizeof rtcp + 3;
 	CHECK(srtp_protect_rtcp(tx, rtcp, sizeof rtcp, out, &small, 0) == srtp_err_status_buffer_small);
 	/* RTCP in place (mediasoup protects and unprotects RTCP in place) */
-	uint8_t rbuf[128];
+	uint8_t rbuf[256];
 	memcpy(rbuf, rtcp, sizeof rtcp); rbuf[7] = 0x43;
 	size_t ilen = sizeof rbuf;
 	CHECK(srtp_protect_rtcp(tx, rbuf, sizeof rtcp, rbuf, &ilen, 0) == srtp_err_status_ok);

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,6 +27,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
 ];
 const SERVER_READY_TIMEOUT_MS = 30_000;
 const SERVER_STOP_TIMEOUT_MS = 15_000;
@@ -109,23 +110,24 @@ export async function startServer({ numWorkers = 2 } = {}) {
   child.stderr.on('data', keep);
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   let exitStatus;
+  let stopping = false;
   exited.then((status) => {
     exitStatus = status;
   });
+  // Settles only if the server exits on its own (a crash), never after stop().
+  const died = exited.then((status) => (stopping ? new Promise(() => {}) : status));
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
 
   const baseUrl = `http://127.0.0.1:${listenPort}`;
   const server = {
-    bin,
-    pid: child.pid,
-    baseUrl,
     metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     wsUrl: (room) => `ws://127.0.0.1:${listenPort}/${room}`,
     log: () => output.join(''),
-    exitStatus: () => exitStatus,
+    died,
     /** SIGTERM, then waits for the exit; returns {code, signal}. */
     async stop() {
+      stopping = true;
       process.removeListener('exit', killOnExit);
       if (!exitStatus) child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), SERVER_STOP_TIMEOUT_MS);
@@ -170,9 +172,11 @@ export async function startPageServer() {
     '/client.js': { type: 'text/javascript; charset=utf-8', body: bundle.outputFiles[0].contents },
   };
   const httpServer = http.createServer((req, res) => {
-    const file = files[new URL(req.url, 'http://localhost').pathname];
+    const pathname = new URL(req.url, 'http://localhost').pathname;
+    const file = files[pathname];
     if (!file) {
-      res.writeHead(404).end();
+      // The browser asks for /favicon.ico by itself; answer it without a console error.
+      res.writeHead(pathname === '/favicon.ico' ? 204 : 404).end();
       return;
     }
     res.writeHead(200, { 'content-type': file.type, 'cache-control': 'no-store' }).end(file.body);
@@ -180,13 +184,30 @@ export async function startPageServer() {
   await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${httpServer.address().port}/`,
-    bundleBytes: bundle.outputFiles[0].contents.length,
     close: () => new Promise((resolve) => httpServer.close(resolve)),
   };
 }
 
+/**
+ * Throws unless loopback is the only network interface. Chromium gathers ICE candidates on
+ * every interface, so outside a private namespace its media would use the machine's other
+ * addresses; tests/e2e/netns.sh provides the loopback-only namespace.
+ */
+export function assertLoopbackOnly() {
+  const others = Object.entries(networkInterfaces())
+    .filter(([, addresses]) => addresses.some((a) => !a.internal))
+    .map(([name]) => name);
+  if (others.length > 0) {
+    throw new Error(
+      `network interfaces besides loopback are up (${others.join(', ')}): run this through ` +
+        'tests/e2e/netns.sh (tests/e2e/run.sh does), which gives it a loopback-only network namespace',
+    );
+  }
+}
+
 /** Headless Debian Chromium with fake media devices and a fresh profile. */
 export async function launchBrowser(pageUrl) {
+  assertLoopbackOnly();
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: run tests/e2e/setup.sh (installs apt chromium)`);
   }

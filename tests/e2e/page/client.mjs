@@ -328,8 +328,4 @@ window.e2e = {
   sent: () => state.sent,
   endedConsumers: () => state.endedConsumers,
   errors: () => state.errors,
-  transportStates: () => ({
-    send: state.sendTransport?.connectionState ?? null,
-    recv: state.recvTransport?.connectionState ?? null,
-  }),
 };
