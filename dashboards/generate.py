@@ -296,8 +296,10 @@ def capacity():
     b.timeseries("Resident memory", "Resident set size of the process.",
                  [target(f"process_resident_memory_bytes{sel()}", "{{instance}}")],
                  unit="bytes", min=0)
-    b.timeseries("Open file descriptors", "Sockets and files open; the unit allows 65536.",
-                 [target(f"process_open_fds{sel()}", "{{instance}}")], min=0)
+    b.timeseries("Open file descriptors", "Sockets and files open, against the process "
+                 "limit (the unit sets LimitNOFILE=65536).",
+                 [target(f"process_open_fds{sel()}", "open {{instance}}"),
+                  target(f"process_max_fds{sel()}", "limit {{instance}}")], min=0)
     b.timeseries("CPU per peer", "CPU cores used per connected peer, for sizing hosts.",
                  [target(f"sum by (instance) (rate(process_cpu_seconds_total{sel()}[$__rate_interval])) / "
                          f"sum by (instance) (mediasoup_server_peers{sel()})", "{{instance}}")],

@@ -3,7 +3,8 @@
 # systemd-nspawn (own network namespace: only its loopback), installs the .deb inside while
 # systemd runs, and checks that
 #   1. the postinst started the service and it reached active (running) through READY=1,
-#      running as mediasoup, with /readyz and /metrics answering inside the container;
+#      running as mediasoup, with /readyz and /metrics answering inside the container, and
+#      a client joining like MediaSoupVTT gets both WebRTC transports (packaging/ws-join.py);
 #   2. a frozen process (SIGSTOP) is killed by the watchdog and restarted (NRestarts goes
 #      up, a new main PID serves /readyz again);
 #   3. dpkg -P stops the service and removes the unit, the user and the configuration.
@@ -75,24 +76,25 @@ if [ ! -x "$BASE/lib/systemd/systemd" ]; then
         bookworm "$BASE" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 ||
         { tail -n 20 "$CACHE/debootstrap.log"; echo "debootstrap failed (log: $CACHE/debootstrap.log)" >&2; exit 1; }
 fi
-# The package's own dependencies, fetched with apt in a chroot of the cache (the booted
-# container has no network).
+# The package's own dependencies and python3 (for ws-join.py), fetched with apt in a chroot
+# of the cache (the booted container has no network).
 deps=$(dpkg-deb -f "$DEB" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g' | grep -v '^$')
 missing=()
-for d in $deps; do chroot "$BASE" dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
+for d in $deps python3; do chroot "$BASE" dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "adding to the cached root: ${missing[*]}"
     cp /etc/resolv.conf "$BASE/etc/resolv.conf"
-    chroot "$BASE" apt-get update -qq && chroot "$BASE" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-        { echo "could not install ${missing[*]} into the cached root" >&2; exit 1; }
+    { chroot "$BASE" apt-get update -qq && chroot "$BASE" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$CACHE/apt.log" 2>&1 ||
+        { tail -n 20 "$CACHE/apt.log"; echo "could not install ${missing[*]} into the cached root" >&2; exit 1; }
 fi
 echo "root ready in $((SECONDS - t0)) s"
 
 # --- boot --------------------------------------------------------------------------------
 t0=$SECONDS
 systemd-nspawn --quiet --directory="$BASE" --ephemeral --boot --register=no --keep-unit \
-    --private-network --machine=mediasoup-check --bind-ro="$DIST:/mnt/dist" >"$LOG" 2>&1 </dev/null &
+    --private-network --machine=mediasoup-check --bind-ro="$DIST:/mnt/dist" \
+    --bind-ro="$ROOT/packaging/ws-join.py:/mnt/ws-join.py" >"$LOG" 2>&1 </dev/null &
 NSPAWN_PID=$!
 find_leader() {
     local p
@@ -141,6 +143,15 @@ if in_ct curl -fsS -o /dev/null http://127.0.0.1:3000/readyz &&
 else
     result FAIL "/readyz or /metrics inside the container"
 fi
+# The media path under the unit's sandbox: a client joins like MediaSoupVTT and the worker
+# creates both WebRTC transports, binding their UDP and TCP ports.
+if in_ct python3 /mnt/ws-join.py 127.0.0.1 3000 nspawn-check; then
+    result OK "a MediaSoupVTT-style join gets both WebRTC transports (worker binds its ports)"
+else
+    result FAIL "a MediaSoupVTT-style join inside the container"
+fi
+echo "the service's log so far:"
+in_ct journalctl --no-pager -u "$UNIT" -o cat | sed 's/^/  | /'
 
 # --- 2. watchdog -------------------------------------------------------------------------
 restarts_before=$(unit_prop NRestarts)

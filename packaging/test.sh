@@ -48,16 +48,16 @@ mkdir -p "$WORK/logs"
 # check NAME COMMAND...: runs one check in a subshell (fail exits it), its output kept in
 # packaging/.work/test/logs/.
 check() {
-    local name=$1 n log
+    local name=$1 n log t0=$SECONDS
     shift
     n=$((passed + failed + 1))
     log=$WORK/logs/$(printf %02d "$n")-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-' | cut -c1-50).log
     if ("$@") >"$log" 2>&1; then
         passed=$((passed + 1))
-        echo "ok   $n $name"
+        echo "ok   $n $name ($((SECONDS - t0)) s)"
     else
         failed=$((failed + 1))
-        echo "FAIL $n $name (log: ${log#"$ROOT"/})"
+        echo "FAIL $n $name ($((SECONDS - t0)) s; log: ${log#"$ROOT"/})"
         tail -n 25 "$log" | sed 's/^/     | /'
     fi
 }
@@ -65,6 +65,11 @@ check() {
 fail() { echo "$*" >&2; exit 1; }
 
 # --- tools -----------------------------------------------------------------------------
+if [ "$(id -u)" -ne 0 ]; then
+    echo "packaging/test.sh needs root (dpkg -i/-P, useradd, mount for the rpm overlay)" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 bash packaging/install-tools.sh build test || { echo "0 passed, 1 failed"; exit 1; }
 
 # --- systemd unit ------------------------------------------------------------------------
@@ -128,6 +133,7 @@ deb_contents() {
     for f in ./usr/bin/mediasoup-server ./usr/lib/systemd/system/mediasoup-server.service \
         ./etc/mediasoup/server.env ./usr/lib/sysctl.d/60-mediasoup-server.conf \
         ./usr/share/man/man8/mediasoup-server.8.gz ./usr/share/doc/mediasoup-server/copyright \
+        ./usr/share/lintian/overrides/mediasoup-server \
         ./usr/share/doc/mediasoup-server/README.md \
         ./usr/share/doc/mediasoup-server/changelog.Debian.gz \
         ./usr/share/mediasoup-server/alerts/mediasoup-server.rules.yml \
@@ -336,6 +342,7 @@ rpm_scriptlets() {
     echo "$s" | grep -q 'disable --now mediasoup-server.service' || fail "%preun does not stop and disable the unit"
     echo "$s" | grep -q '^postuninstall scriptlet' || fail "no %postun"
     echo "$s" | grep -q 'try-restart mediasoup-server.service' || fail "%postun does not restart on upgrade"
+    echo "$s" | grep -q 'rmdir "$dir"' || fail "%postun does not remove the emptied directories"
 }
 check ".rpm scriptlets (rpm -qp --scripts)" rpm_scriptlets
 
@@ -354,6 +361,8 @@ rpm_overlay_round_trip() {
         set -e
         rm -rf "$R/var/lib/rpm"
         rpm --root "$R" --dbpath /var/lib/rpm --initdb
+        named() { find "$R/etc" "$R/usr" "$R/var/lib/systemd" -xdev -name '*mediasoup*' 2>/dev/null | sort; }
+        named >"$base/before.txt"
         rpm --root "$R" --dbpath /var/lib/rpm -i --nodeps "$RPM" 2>&1 | grep -v 'use Alien' || true
         rpm --root "$R" --dbpath /var/lib/rpm -q mediasoup-server
         grep '^mediasoup:' "$R/etc/passwd"
@@ -362,8 +371,8 @@ rpm_overlay_round_trip() {
         echo "installed: user created, unit enabled"
         rpm --root "$R" --dbpath /var/lib/rpm -e mediasoup-server 2>&1 | grep -v 'use Alien' || true
         [ ! -e "$R/etc/systemd/system/multi-user.target.wants/mediasoup-server.service" ]
-        [ ! -e "$R/usr/bin/mediasoup-server" ] && [ ! -e "$R/etc/mediasoup/server.env" ]
-        echo "erased: unit disabled, files removed, user kept (Fedora guidelines)"
+        named | diff -u "$base/before.txt" - || { echo "rpm -e left the lines marked + above"; exit 1; }
+        echo "erased: unit disabled, files and directories removed, user kept (Fedora guidelines)"
     ) || rc=1
     umount "$R"
     rm -rf "$base" "$OVERLAY_FILE"
@@ -377,7 +386,7 @@ check "promtool test rules alerts/tests/mediasoup-server.test.yml" promtool test
 
 alerts_complete() {
     local a rules=alerts/mediasoup-server.rules.yml docs
-    docs=$(cat README.md packaging/README-sections.md 2>/dev/null)
+    docs=$(cat README.md)
     for a in "${ALERTS[@]}"; do
         grep -q "^      - alert: $a\$" $rules || fail "$a is not in $rules"
         grep -q "alertname: $a\$" alerts/tests/mediasoup-server.test.yml || fail "$a has no unit test"

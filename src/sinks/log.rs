@@ -110,7 +110,10 @@ fn log(envelope: &Envelope) -> bool {
             debug!(parent: span, objects = e.objects, skipped = e.skipped, duration_ms = e.duration.as_millis() as u64, "stats polled")
         }
         Event::ServerReady(e) => {
-            info!(parent: span, listen = %e.listen, metrics = %e.metrics, workers = e.workers, announced = e.announced.as_deref(), "listening for signaling on {} (metrics on {})", e.listen, e.metrics)
+            info!(parent: span, listen = %e.listen, metrics = %e.metrics, workers = e.workers, announced = e.announced.as_deref(), "listening for signaling on {} (metrics on {})", e.listen, e.metrics);
+            if e.announced.is_none() {
+                warn!(parent: span, "no address to announce: MEDIASOUP_ANNOUNCED_IP is unset and none could be detected, so browsers cannot reach the media ports; set MEDIASOUP_ANNOUNCED_IP");
+            }
         }
         Event::ServerStopping(_) => info!(parent: span, "shutting down"),
         Event::ServerStopped(_) => {
