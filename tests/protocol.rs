@@ -539,3 +539,106 @@ async fn unusable_room_names_are_refused_at_the_upgrade() {
     let mut a = Client::connect(&server.url("/my%20table?token=x"), A).await;
     a.ok("getRouterRtpCapabilities", json!({})).await;
 }
+
+/// A tiny deterministic generator (xorshift), so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+#[tokio::test]
+async fn mangled_requests_get_answers_and_break_nothing() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let b_join = b.join().await;
+    let b_mic = b.produce(&b_join.send, "audio", "mic").await;
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let a_join = a.join().await;
+
+    let templates = [
+        json!({"type": "produce", "transportId": a_join.send, "kind": "video",
+               "rtpParameters": common::chromium_rtp_parameters("video"), "appData": {"mediaTag": "webcam"}}),
+        json!({"type": "consume", "producerId": b_mic, "rtpCapabilities": common::client_rtp_capabilities()}),
+        json!({"type": "connectTransport", "transportId": a_join.recv, "dtlsParameters": common::dtls_parameters()}),
+        json!({"type": "createWebRtcTransport", "forceTcp": false, "producing": true, "consuming": false}),
+        json!({"type": "pauseProducer", "producerId": b_mic}),
+        json!({"type": "consumerResume", "consumerId": b_mic}),
+    ];
+    // Where to damage a request, and what to put there.
+    let paths: &[&[&str]] = &[
+        &["type"],
+        &["transportId"],
+        &["kind"],
+        &["producerId"],
+        &["consumerId"],
+        &["producing"],
+        &["rtpParameters"],
+        &["rtpParameters", "codecs"],
+        &["rtpParameters", "encodings"],
+        &["rtpParameters", "mid"],
+        &["rtpParameters", "rtcp"],
+        &["rtpParameters", "headerExtensions"],
+        &["rtpCapabilities"],
+        &["rtpCapabilities", "codecs"],
+        &["dtlsParameters"],
+        &["dtlsParameters", "role"],
+        &["dtlsParameters", "fingerprints"],
+        &["appData"],
+        &["appData", "mediaTag"],
+    ];
+    let values = [
+        json!(null),
+        json!(-1),
+        json!(1e308),
+        json!(""),
+        json!("x".repeat(2000)),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!(4_294_967_296u64),
+        json!([{"mimeType": "video/VP8"}]),
+        json!({"codecs": [{}], "encodings": [{"ssrc": -5}]}),
+        json!("5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11"),
+    ];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for i in 0..400 {
+        let mut request = rng.pick(&templates).clone();
+        for _ in 0..1 + rng.next() % 3 {
+            let path = rng.pick(paths);
+            let (last, parents) = path.split_last().unwrap();
+            let mut target = &mut request;
+            for key in parents {
+                target = &mut target[*key];
+            }
+            if target.is_object() {
+                target[*last] = rng.pick(&values).clone();
+            }
+        }
+        let request_id = format!("mangled_{i}");
+        request["requestId"] = json!(request_id);
+        request["userId"] = json!(A);
+        a.send_raw(Message::text(request.to_string())).await;
+        let answer = a.answer(&request_id).await;
+        assert!(
+            answer.get("data").is_some() || answer["error"].is_string(),
+            "{request} got {answer}"
+        );
+    }
+
+    // Nothing broke: both peers, the room and the server carry on.
+    a.ok("getRouterRtpCapabilities", json!({})).await;
+    b.ok("pauseProducer", json!({"producerId": b_mic})).await;
+    b.ok("resumeProducer", json!({"producerId": b_mic})).await;
+    assert_eq!(common::http_get(server.addr, "/readyz").unwrap().0, 200);
+    server.wait_metric("mediasoup_server_peers", 2.0);
+}

@@ -71,6 +71,44 @@ async fn transports_announce_the_configured_address() {
     }
 }
 
+#[tokio::test]
+async fn json_logs_carry_lifecycle_events_with_their_fields_at_debug() {
+    let server = Server::start(&[
+        ("MEDIASOUP_LOG_FORMAT", "json"),
+        ("RUST_LOG", "mediasoup_server=debug"),
+    ]);
+    let mut client = Client::connect(&server.url("/json-room"), "aaaaaaaaaaaaaaaa").await;
+    let transport = client
+        .ok(
+            "createWebRtcTransport",
+            json!({"producing": true, "consuming": false}),
+        )
+        .await;
+    let id = transport["id"].as_str().unwrap().to_owned();
+    common::wait_until("the transport's log line", common::DEADLINE, || {
+        server.log().iter().any(|l| l.contains(&id))
+    });
+    let lines: Vec<Value> = server
+        .log()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let created = lines
+        .iter()
+        .find(|l| l["message"] == "transport created")
+        .expect("a transport created event");
+    assert_eq!(created["level"], "DEBUG");
+    assert_eq!(created["transport"], id.as_str());
+    assert_eq!(created["direction"], "send");
+    assert!(created["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("peer-")));
+    assert!(lines.iter().any(|l| l["message"] == "router created"));
+    assert!(lines
+        .iter()
+        .any(|l| l["message"] == "peer joined" && l["user_id"] == "aaaaaaaaaaaaaaaa"));
+}
+
 fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let output = Command::new(BIN)
         .env_clear()

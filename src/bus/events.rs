@@ -75,6 +75,18 @@ pub struct WorkerProbed {
 }
 
 #[derive(Debug, Clone)]
+pub struct RouterCreated {
+    pub worker: usize,
+    pub router: RouterId,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterClosed {
+    pub worker: usize,
+    pub router: RouterId,
+}
+
+#[derive(Debug, Clone)]
 pub struct RoomOpened {
     pub room: RoomName,
     pub worker: usize,
@@ -424,6 +436,8 @@ events!(
     WorkerDied,
     WorkerClosed,
     WorkerProbed,
+    RouterCreated,
+    RouterClosed,
     RoomOpened,
     RoomClosed,
     SocketOpened,

@@ -19,7 +19,7 @@ pub use codecs::media_codecs;
 pub use peer::{Peer, PeerError, Produced};
 pub use room::{Announcement, CloseSignal, PeerCommand, PeerLink, Room};
 
-use crate::bus::{Bus, LeaveReason, PeerId, RoomName, RoomOpened};
+use crate::bus::{Bus, LeaveReason, PeerId, RoomName, RoomOpened, RouterClosed, RouterCreated};
 use crate::config::Config;
 use crate::workers::{NoWorkerAlive, WorkerPool};
 
@@ -97,6 +97,26 @@ impl Rooms {
             .await?;
         let worker = placement.worker().index;
         let span = info_span!(parent: None, "room", room = %name, worker);
+        let router_id = router.id();
+        self.bus.emit(
+            &span,
+            RouterCreated {
+                worker,
+                router: router_id,
+            },
+        );
+        let (bus, router_span) = (self.bus.clone(), span.clone());
+        router
+            .on_close(move || {
+                bus.emit(
+                    &router_span,
+                    RouterClosed {
+                        worker,
+                        router: router_id,
+                    },
+                );
+            })
+            .detach();
         self.bus.emit(
             &span,
             RoomOpened {

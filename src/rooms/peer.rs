@@ -75,12 +75,24 @@ struct JoinState {
     failed: bool,
 }
 
+/// Publishes events as part of one peer's session; cheap to clone into mediasoup's handlers.
+#[derive(Clone)]
+struct SessionEvents {
+    bus: Bus,
+    span: Span,
+}
+
+impl SessionEvents {
+    fn emit(&self, event: impl Into<Event>) {
+        self.bus.emit(&self.span, event);
+    }
+}
+
 #[derive(Clone)]
 struct JoinTracker {
     state: Arc<Mutex<JoinState>>,
     peer: PeerId,
-    bus: Bus,
-    span: Span,
+    events: SessionEvents,
 }
 
 impl JoinTracker {
@@ -98,7 +110,7 @@ impl JoinTracker {
         });
         if new {
             let peer = self.peer;
-            self.bus.emit(&self.span, JoinProgressed { peer, stage });
+            self.events.emit(JoinProgressed { peer, stage });
         }
     }
 
@@ -115,7 +127,7 @@ impl JoinTracker {
         });
         if report {
             let peer = self.peer;
-            self.bus.emit(&self.span, JoinFailed { peer, reason });
+            self.events.emit(JoinFailed { peer, reason });
         }
     }
 
@@ -145,8 +157,7 @@ pub struct Produced {
 pub struct Peer {
     pub id: PeerId,
     pub room: Arc<Room>,
-    span: Span,
-    bus: Bus,
+    events: SessionEvents,
     settings: TransportSettings,
     commands: mpsc::Sender<PeerCommand>,
     user_id: Option<Arc<str>>,
@@ -166,18 +177,17 @@ impl Peer {
         settings: TransportSettings,
         commands: mpsc::Sender<PeerCommand>,
     ) -> Self {
+        let events = SessionEvents { bus, span };
         let join = JoinTracker {
             state: Arc::default(),
             peer: id,
-            bus: bus.clone(),
-            span: span.clone(),
+            events: events.clone(),
         };
         join.reach(JoinStage::SocketOpened);
         Peer {
             id,
             room,
-            span,
-            bus,
+            events,
             settings,
             commands,
             user_id: None,
@@ -190,12 +200,12 @@ impl Peer {
     }
 
     pub fn span(&self) -> &Span {
-        &self.span
+        &self.events.span
     }
 
     /// Publishes an event of this peer's session.
     pub fn emit(&self, event: impl Into<Event>) {
-        self.bus.emit(&self.span, event);
+        self.events.emit(event);
     }
 
     /// Every request names its user; the first one fixes it for the connection.
@@ -211,27 +221,21 @@ impl Peer {
         }
         let user_id: Arc<str> = user_id.into();
         self.user_id = Some(user_id.clone());
-        self.span.record("user_id", &*user_id);
+        self.events.span.record("user_id", &*user_id);
         let room = self.room.name.clone();
         if let Some(old) = self.room.identify(self.id, user_id.clone()) {
-            self.bus.emit(
-                &self.span,
-                PeerReplaced {
-                    old,
-                    new: self.id,
-                    room: room.clone(),
-                    user_id: user_id.clone(),
-                },
-            );
+            self.events.emit(PeerReplaced {
+                old,
+                new: self.id,
+                room: room.clone(),
+                user_id: user_id.clone(),
+            });
         }
-        self.bus.emit(
-            &self.span,
-            PeerJoined {
-                peer: self.id,
-                room,
-                user_id,
-            },
-        );
+        self.events.emit(PeerJoined {
+            peer: self.id,
+            room,
+            user_id,
+        });
         Ok(())
     }
 
@@ -324,16 +328,13 @@ impl Peer {
     fn watch_transport(&self, transport: &WebRtcTransport, direction: Direction) {
         let (peer, worker, id) = (self.id, self.room.worker_index(), transport.id());
         let created = Instant::now();
-        self.bus.emit(
-            &self.span,
-            TransportCreated {
-                peer,
-                worker,
-                transport: id,
-                direction,
-            },
-        );
-        let (bus, span, join) = (self.bus.clone(), self.span.clone(), self.join.clone());
+        self.events.emit(TransportCreated {
+            peer,
+            worker,
+            transport: id,
+            direction,
+        });
+        let (events, join) = (self.events.clone(), self.join.clone());
         transport
             .on_ice_state_change(move |state| {
                 if matches!(state, IceState::Connected | IceState::Completed) {
@@ -344,10 +345,10 @@ impl Peer {
                     transport: id,
                     state,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
-        let (bus, span, join) = (self.bus.clone(), self.span.clone(), self.join.clone());
+        let (events, join) = (self.events.clone(), self.join.clone());
         transport
             .on_dtls_state_change(move |state| {
                 match state {
@@ -362,10 +363,10 @@ impl Peer {
                     state,
                     elapsed,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
-        let (bus, span) = (self.bus.clone(), self.span.clone());
+        let events = self.events.clone();
         transport
             .on_ice_selected_tuple_change(move |tuple| {
                 let event = IceTupleSelected {
@@ -377,10 +378,10 @@ impl Peer {
                         .zip(tuple.remote_port())
                         .map(SocketAddr::from),
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
-        let (bus, span) = (self.bus.clone(), self.span.clone());
+        let events = self.events.clone();
         transport
             .on_close(Box::new(move || {
                 let event = TransportClosed {
@@ -389,7 +390,7 @@ impl Peer {
                     transport: id,
                     direction,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             }))
             .detach();
     }
@@ -468,16 +469,13 @@ impl Peer {
 
     fn watch_producer(&self, producer: &Producer, media_tag: Arc<str>) {
         let (peer, id, kind) = (self.id, producer.id(), producer.kind());
-        self.bus.emit(
-            &self.span,
-            ProducerCreated {
-                peer,
-                producer: id,
-                kind,
-                media_tag,
-            },
-        );
-        let (bus, span, join) = (self.bus.clone(), self.span.clone(), self.join.clone());
+        self.events.emit(ProducerCreated {
+            peer,
+            producer: id,
+            kind,
+            media_tag,
+        });
+        let (events, join) = (self.events.clone(), self.join.clone());
         producer
             .on_score(move |scores| {
                 let score = scores.iter().map(|s| s.score).max().unwrap_or(0);
@@ -490,11 +488,11 @@ impl Peer {
                     kind,
                     score,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
         for paused in [true, false] {
-            let (bus, span) = (self.bus.clone(), self.span.clone());
+            let events = self.events.clone();
             let emit = move || {
                 let event = ProducerPaused {
                     peer,
@@ -502,7 +500,7 @@ impl Peer {
                     kind,
                     paused,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             };
             if paused {
                 producer.on_pause(emit).detach();
@@ -510,7 +508,7 @@ impl Peer {
                 producer.on_resume(emit).detach();
             }
         }
-        let (bus, span) = (self.bus.clone(), self.span.clone());
+        let events = self.events.clone();
         producer
             .on_close(move || {
                 let event = ProducerClosed {
@@ -518,7 +516,7 @@ impl Peer {
                     producer: id,
                     kind,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
     }
@@ -582,16 +580,13 @@ impl Peer {
 
     fn watch_consumer(&self, consumer: &Consumer) {
         let (peer, id, kind) = (self.id, consumer.id(), consumer.kind());
-        self.bus.emit(
-            &self.span,
-            ConsumerCreated {
-                peer,
-                consumer: id,
-                producer: consumer.producer_id(),
-                kind,
-            },
-        );
-        let (bus, span, join) = (self.bus.clone(), self.span.clone(), self.join.clone());
+        self.events.emit(ConsumerCreated {
+            peer,
+            consumer: id,
+            producer: consumer.producer_id(),
+            kind,
+        });
+        let (events, join) = (self.events.clone(), self.join.clone());
         consumer
             .on_score(move |score| {
                 if score.score > 0 {
@@ -604,10 +599,10 @@ impl Peer {
                     score: score.score,
                     producer_score: score.producer_score,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
-        let (bus, span) = (self.bus.clone(), self.span.clone());
+        let events = self.events.clone();
         consumer
             .on_layers_change(move |layers| {
                 let event = ConsumerLayersChanged {
@@ -616,11 +611,11 @@ impl Peer {
                     spatial: layers.as_ref().map(|l| l.spatial_layer),
                     temporal: layers.as_ref().and_then(|l| l.temporal_layer),
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
         for paused in [true, false] {
-            let (bus, span) = (self.bus.clone(), self.span.clone());
+            let events = self.events.clone();
             let emit = move || {
                 let event = ConsumerPaused {
                     peer,
@@ -628,7 +623,7 @@ impl Peer {
                     kind,
                     paused,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             };
             if paused {
                 consumer.on_pause(emit).detach();
@@ -643,7 +638,7 @@ impl Peer {
                 let _ = commands.try_send(PeerCommand::ConsumerGone(id));
             })
             .detach();
-        let (bus, span) = (self.bus.clone(), self.span.clone());
+        let events = self.events.clone();
         consumer
             .on_close(move || {
                 let event = ConsumerClosed {
@@ -651,7 +646,7 @@ impl Peer {
                     consumer: id,
                     kind,
                 };
-                bus.emit(&span, event);
+                events.emit(event);
             })
             .detach();
     }
@@ -704,15 +699,12 @@ impl Peer {
         }
         self.send_transport = None;
         self.recv_transport = None;
-        self.bus.emit(
-            &self.span,
-            PeerLeft {
-                peer: self.id,
-                room: self.room.name.clone(),
-                user_id: self.user_id.clone(),
-                reason,
-            },
-        );
+        self.events.emit(PeerLeft {
+            peer: self.id,
+            room: self.room.name.clone(),
+            user_id: self.user_id.clone(),
+            reason,
+        });
     }
 }
 

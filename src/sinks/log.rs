@@ -34,6 +34,12 @@ fn log(envelope: &Envelope) -> bool {
         Event::WorkerProbed(e) => {
             warn!(parent: span, worker = e.worker, duration_us = e.duration.as_micros() as u64, "worker did not answer its health probe in time")
         }
+        Event::RouterCreated(e) => {
+            debug!(parent: span, worker = e.worker, router = %e.router, "router created")
+        }
+        Event::RouterClosed(e) => {
+            debug!(parent: span, worker = e.worker, router = %e.router, "router closed")
+        }
         Event::RoomOpened(e) => {
             debug!(parent: span, room = %e.room, worker = e.worker, router = %e.router, "room opened")
         }
