@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, Span};
+use tracing::{debug, warn, Span};
 
 use crate::bus::{BusBuilder, ServerReady, ServerStopped, ServerStopping};
 use crate::config::Config;
@@ -173,11 +173,18 @@ pub async fn run_until(
     while !rooms.snapshot().await.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for task in background.iter().chain(&servers) {
+    for task in background.into_iter().chain(servers) {
         task.abort();
+        let _ = task.await;
     }
+    // Closing the last handles closes the workers; wait for their threads to end.
+    let exits = workers.exits();
     drop(rooms);
     drop(workers);
+    let ended = exits.wait(DRAIN_TIMEOUT).await;
+    if ended < workers_configured {
+        warn!(ended, workers = workers_configured, "not every worker thread ended in time");
+    }
     bus.emit(&Span::none(), ServerStopped);
     for task in sink_tasks {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;

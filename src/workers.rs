@@ -3,12 +3,14 @@
 //! Placement rule: a new room goes to the live worker hosting the fewest peers; ties go to the
 //! one with fewer rooms, then to the lowest index. A room stays on its worker for its lifetime.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
 use mediasoup::worker::WorkerSettings;
+use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tracing::Span;
 
@@ -58,6 +60,62 @@ pub struct WorkerPool {
     workers: Vec<Arc<PoolWorker>>,
     // Owns the executor the workers' channels run on: dropped last.
     _manager: WorkerManager,
+    exits: WorkerExits,
+}
+
+thread_local! {
+    /// Set on each worker thread; dropped (and so reported) when the thread ends.
+    static THREAD_EXIT: RefCell<Option<ThreadExit>> = const { RefCell::new(None) };
+}
+
+struct ThreadExit(mpsc::UnboundedSender<()>);
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Learns when the worker threads have ended. The process must not exit before: the worker's
+/// C++ statics are torn down at exit, under any worker thread still running.
+#[derive(Clone)]
+pub struct WorkerExits {
+    spawned: usize,
+    ended: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<()>>>,
+    sender: mpsc::UnboundedSender<()>,
+}
+
+impl WorkerExits {
+    fn new(spawned: usize) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        WorkerExits {
+            spawned,
+            ended: Arc::new(tokio::sync::Mutex::new(receiver)),
+            sender,
+        }
+    }
+
+    /// Runs first on every worker thread.
+    fn thread_initializer(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let sender = self.sender.clone();
+        Arc::new(move || {
+            THREAD_EXIT.with(|exit| *exit.borrow_mut() = Some(ThreadExit(sender.clone())));
+        })
+    }
+
+    /// Waits until every worker thread has ended, or `deadline` passed; returns how many ended.
+    pub async fn wait(&self, deadline: Duration) -> usize {
+        let mut ended = self.ended.lock().await;
+        let mut count = 0;
+        let until = tokio::time::Instant::now() + deadline;
+        while count < self.spawned {
+            match tokio::time::timeout_at(until, ended.recv()).await {
+                Ok(Some(())) => count += 1,
+                _ => break,
+            }
+        }
+        count
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +132,14 @@ pub struct NoWorkerAlive;
 impl WorkerPool {
     pub async fn spawn(config: &Config, bus: &Bus, health: &Health) -> Result<Self, SpawnError> {
         let manager = WorkerManager::new();
+        let exits = WorkerExits::new(config.num_workers.get());
         let mut workers = Vec::with_capacity(config.num_workers.get());
         for index in 0..config.num_workers.get() {
             let mut settings = WorkerSettings::default();
             settings.log_level = config.worker_log_level;
             settings.log_tags = config.worker_log_tags.clone();
             settings.rtc_port_range = config.rtc_ports.clone();
+            settings.thread_initializer = Some(exits.thread_initializer());
             let worker = manager
                 .create_worker(settings)
                 .await
@@ -128,7 +188,12 @@ impl WorkerPool {
         Ok(WorkerPool {
             workers,
             _manager: manager,
+            exits,
         })
+    }
+
+    pub fn exits(&self) -> WorkerExits {
+        self.exits.clone()
     }
 
     /// Picks the worker for a new room (see the module docs for the rule).
