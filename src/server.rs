@@ -183,7 +183,11 @@ pub async fn run_until(
     drop(workers);
     let ended = exits.wait(DRAIN_TIMEOUT).await;
     if ended < workers_configured {
-        warn!(ended, workers = workers_configured, "not every worker thread ended in time");
+        warn!(
+            ended,
+            workers = workers_configured,
+            "not every worker thread ended in time"
+        );
     }
     bus.emit(&Span::none(), ServerStopped);
     for task in sink_tasks {
