@@ -7,18 +7,18 @@ apt_missing=()
 need_apt() { # need_apt COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2")
 }
-need_cargo() { # need_cargo SUBCOMMAND CRATE
-    if ! command -v "cargo-$1" >/dev/null 2>&1; then
-        echo "installing $2 (cargo install --locked)"
-        cargo install --locked --quiet "$2"
+need_cargo() { # need_cargo SUBCOMMAND CRATE VERSION (the version the packaging was tested with)
+    if ! cargo "$1" --version 2>/dev/null | grep -qF " $3"; then
+        echo "installing $2 $3 (cargo install --locked)"
+        cargo install --locked --quiet "$2@$3"
     fi
 }
 
 for what in "$@"; do
     case "$what" in
         build)
-            need_cargo deb cargo-deb
-            need_cargo generate-rpm cargo-generate-rpm
+            need_cargo deb cargo-deb 3.8.0
+            need_cargo generate-rpm cargo-generate-rpm 0.21.1
             need_apt strip binutils
             ;;
         test)
