@@ -642,3 +642,23 @@ async fn mangled_requests_get_answers_and_break_nothing() {
     assert_eq!(common::http_get(server.addr, "/readyz").unwrap().0, 200);
     server.wait_metric("mediasoup_server_peers", 2.0);
 }
+
+#[tokio::test]
+async fn media_ports_are_given_back_when_peers_leave() {
+    // The harness gives each server 40 RTC ports; each transport takes one UDP and one TCP port,
+    // so a join takes 2 of each and 25 joins (50) only succeed if every leave returns its ports.
+    let server = Server::start(&[]);
+    assert_eq!(server.rtc_ports.1 - server.rtc_ports.0 + 1, 40);
+    for round in 0..25 {
+        let mut peer = Client::connect(&server.url("/churn"), A).await;
+        peer.join().await;
+        peer.close().await;
+        server.wait_metric("mediasoup_server_transports{direction=\"recv\"}", 0.0);
+        server.wait_metric("mediasoup_server_rooms", 0.0);
+        assert_eq!(
+            server.metric("mediasoup_server_peers"),
+            0.0,
+            "round {round}"
+        );
+    }
+}

@@ -281,7 +281,14 @@ impl Peer {
             .router
             .create_webrtc_transport(self.transport_options(force_tcp))
             .await
-            .map_err(|e| PeerError::CreateTransport(e.to_string()))?;
+            .map_err(|e| {
+                let error = e.to_string();
+                PeerError::CreateTransport(if error.contains("no more available ports") {
+                    format!("{error}; the server's media port range is full (an operator can widen MEDIASOUP_RTC_MIN_PORT..MEDIASOUP_RTC_MAX_PORT)")
+                } else {
+                    error
+                })
+            })?;
         self.watch_transport(&transport, direction);
         let announcements = match direction {
             Direction::Send => {
