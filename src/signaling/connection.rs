@@ -223,7 +223,11 @@ where
                     (kind, true)
                 }
                 Err(error) => {
-                    debug!(parent: &span, %error, "request refused");
+                    if error.is_server_side() {
+                        warn!(parent: &span, %error, "request failed on the server side");
+                    } else {
+                        debug!(parent: &span, %error, "request refused");
+                    }
                     if handler::is_join_request(kind) {
                         peer.join_request_failed(error.is_server_side());
                     }
