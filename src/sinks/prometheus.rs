@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
 use mediasoup::types::data_structures::DtlsState;
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -56,318 +58,198 @@ pub struct Metrics {
     dropped: IntCounterVec,
 }
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(format!("{PREFIX}_{name}"), help)
+/// Creates metrics under the common prefix and registers them. Names, labels and buckets are
+/// constants of this file, so an error here is a bug, not a runtime condition.
+struct Define<'a>(&'a Registry);
+
+impl Define<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, metric: prometheus::Result<C>) -> C {
+        let metric = metric.expect("metric definitions are valid");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn opts(name: &str, help: &str) -> Opts {
+        Opts::new(format!("{PREFIX}_{name}"), help)
+    }
+
+    fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+        HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets.to_vec())
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::with_opts(Self::opts(name, help)))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Self::opts(name, help), labels))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::with_opts(Self::opts(name, help)))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Self::opts(name, help), labels))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.add(Histogram::with_opts(Self::histogram_opts(
+            name, help, buckets,
+        )))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        self.add(HistogramVec::new(
+            Self::histogram_opts(name, help, buckets),
+            labels,
+        ))
+    }
 }
 
-fn histogram_opts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
-    HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets)
-}
-
-/// Registers a collector; the names are fixed and distinct, so failure is a programming error.
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric names are unique and valid");
-    c
-}
+const SCORE_BUCKETS: [f64; 11] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
 
 impl Metrics {
     pub fn new(workers: usize, bus: Bus, health: Health) -> Self {
-        let r = Registry::new();
-        let score_buckets: Vec<f64> = (0..=10).map(f64::from).collect();
-
-        let build_info = register(
-            &r,
-            IntGaugeVec::new(
-                opts(
-                    "build_info",
-                    "Always 1; the version label says which build runs.",
-                ),
-                &["version"],
-            )
-            .expect("valid"),
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let workers_configured = register(
-            &r,
-            IntGauge::with_opts(opts(
-                "workers_configured",
-                "Workers the server was configured to run.",
-            ))
-            .expect("valid"),
-        );
-        workers_configured.set(workers as i64);
-
+        let registry = Registry::new();
+        let d = Define(&registry);
+        d.gauges(
+            "build_info",
+            "Always 1; the version label says which build runs.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        d.gauge(
+            "workers_configured",
+            "Workers the server was configured to run.",
+        )
+        .set(workers as i64);
         let metrics = Metrics {
-            ready: register(
-                &r,
-                IntGauge::with_opts(opts(
-                    "ready",
-                    "1 while /readyz passes: workers alive and answering, listeners bound.",
-                ))
-                .expect("valid"),
+            ready: d.gauge(
+                "ready",
+                "1 while /readyz passes: workers alive and answering, listeners bound.",
             ),
-            workers_alive: register(
-                &r,
-                IntGauge::with_opts(opts("workers_alive", "Workers currently alive."))
-                    .expect("valid"),
+            workers_alive: d.gauge("workers_alive", "Workers currently alive."),
+            worker_deaths: d.counter("worker_deaths_total", "Workers that died unexpectedly."),
+            rooms: d.gauge("rooms", "Rooms open now (one router each)."),
+            peers: d.gauge("peers", "Peers (signaling connections in a room) now."),
+            transports: d.gauges(
+                "transports",
+                "WebRTC transports open now, by the peer's direction.",
+                &["direction"],
             ),
-            worker_deaths: register(
-                &r,
-                IntCounter::with_opts(opts(
-                    "worker_deaths_total",
-                    "Workers that died unexpectedly.",
-                ))
-                .expect("valid"),
+            producers: d.gauges("producers", "Producers open now, by media kind.", &["kind"]),
+            consumers: d.gauges("consumers", "Consumers open now, by media kind.", &["kind"]),
+            join_funnel: d.counters(
+                "join_funnel_total",
+                "Peers reaching each join stage (counted once per peer).",
+                &["stage"],
             ),
-            rooms: register(
-                &r,
-                IntGauge::with_opts(opts("rooms", "Rooms open now (one router each)."))
-                    .expect("valid"),
+            join_failures: d.counters(
+                "join_failures_total",
+                "Peers whose join stopped, by reason.",
+                &["reason"],
             ),
-            peers: register(
-                &r,
-                IntGauge::with_opts(opts(
-                    "peers",
-                    "Peers (signaling connections in a room) now.",
-                ))
-                .expect("valid"),
+            requests: d.counters(
+                "signaling_requests_total",
+                "Signaling requests answered, by type and outcome.",
+                &["type", "outcome"],
             ),
-            transports: register(
-                &r,
-                IntGaugeVec::new(
-                    opts(
-                        "transports",
-                        "WebRTC transports open now, by the peer's direction.",
-                    ),
-                    &["direction"],
-                )
-                .expect("valid"),
+            request_duration: d.histograms(
+                "signaling_request_duration_seconds",
+                "Time to answer a signaling request.",
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+                &["type"],
             ),
-            producers: register(
-                &r,
-                IntGaugeVec::new(
-                    opts("producers", "Producers open now, by media kind."),
-                    &["kind"],
-                )
-                .expect("valid"),
+            dtls_connect: d.histogram(
+                "dtls_connect_duration_seconds",
+                "Time from transport creation to DTLS connected.",
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             ),
-            consumers: register(
-                &r,
-                IntGaugeVec::new(
-                    opts("consumers", "Consumers open now, by media kind."),
-                    &["kind"],
-                )
-                .expect("valid"),
+            ice_selected: d.counters(
+                "ice_selected_tuples_total",
+                "ICE paths chosen, by protocol (tcp means UDP is blocked for that client).",
+                &["protocol"],
             ),
-            join_funnel: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "join_funnel_total",
-                        "Peers reaching each join stage (counted once per peer).",
-                    ),
-                    &["stage"],
-                )
-                .expect("valid"),
+            producer_score: d.histograms(
+                "producer_score",
+                "Producer scores reported by the workers (0 bad .. 10 perfect).",
+                &SCORE_BUCKETS,
+                &["kind"],
             ),
-            join_failures: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "join_failures_total",
-                        "Peers whose join stopped, by reason.",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid"),
+            consumer_score: d.histograms(
+                "consumer_score",
+                "Consumer scores reported by the workers (0 bad .. 10 perfect).",
+                &SCORE_BUCKETS,
+                &["kind"],
             ),
-            requests: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "signaling_requests_total",
-                        "Signaling requests answered, by type and outcome.",
-                    ),
-                    &["type", "outcome"],
-                )
-                .expect("valid"),
+            media_bytes: d.counters(
+                "media_bytes_total",
+                "RTP bytes received from producers (in) and sent to consumers (out).",
+                &["direction", "kind"],
             ),
-            request_duration: register(
-                &r,
-                HistogramVec::new(
-                    histogram_opts(
-                        "signaling_request_duration_seconds",
-                        "Time to answer a signaling request.",
-                        vec![
-                            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                            2.5,
-                        ],
-                    ),
-                    &["type"],
-                )
-                .expect("valid"),
+            rtcp_feedback: d.counters(
+                "rtcp_feedback_total",
+                "NACK, PLI and FIR messages seen on producers and consumers.",
+                &["type", "kind"],
             ),
-            dtls_connect: register(
-                &r,
-                Histogram::with_opts(histogram_opts(
-                    "dtls_connect_duration_seconds",
-                    "Time from transport creation to DTLS connected.",
-                    vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
-                ))
-                .expect("valid"),
+            packet_loss: d.histograms(
+                "packet_loss_ratio",
+                "Fraction of packets lost per stats sample.",
+                &[0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+                &["kind"],
             ),
-            ice_selected: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "ice_selected_tuples_total",
-                        "ICE paths chosen, by protocol (tcp means UDP is blocked for that client).",
-                    ),
-                    &["protocol"],
-                )
-                .expect("valid"),
+            rtt: d.histogram(
+                "rtt_seconds",
+                "Round-trip time to peers per stats sample.",
+                &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0],
             ),
-            producer_score: register(
-                &r,
-                HistogramVec::new(
-                    histogram_opts(
-                        "producer_score",
-                        "Producer scores reported by the workers (0 bad .. 10 perfect).",
-                        score_buckets.clone(),
-                    ),
-                    &["kind"],
-                )
-                .expect("valid"),
+            worker_request: d.histograms(
+                "worker_request_duration_seconds",
+                "Latency of the periodic health probe request to each worker.",
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ],
+                &["worker"],
             ),
-            consumer_score: register(
-                &r,
-                HistogramVec::new(
-                    histogram_opts(
-                        "consumer_score",
-                        "Consumer scores reported by the workers (0 bad .. 10 perfect).",
-                        score_buckets,
-                    ),
-                    &["kind"],
-                )
-                .expect("valid"),
+            worker_rooms: d.gauges(
+                "worker_rooms",
+                "Rooms (routers) on each worker.",
+                &["worker"],
             ),
-            media_bytes: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "media_bytes_total",
-                        "RTP bytes received from producers (in) and sent to consumers (out).",
-                    ),
-                    &["direction", "kind"],
-                )
-                .expect("valid"),
+            worker_transports: d.gauges(
+                "worker_transports",
+                "Transports on each worker.",
+                &["worker"],
             ),
-            rtcp_feedback: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "rtcp_feedback_total",
-                        "NACK, PLI and FIR messages seen on producers and consumers.",
-                    ),
-                    &["type", "kind"],
-                )
-                .expect("valid"),
+            stats_poll: d.histogram(
+                "stats_poll_duration_seconds",
+                "Time one round of media stats polling took.",
+                &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
             ),
-            packet_loss: register(
-                &r,
-                HistogramVec::new(
-                    histogram_opts(
-                        "packet_loss_ratio",
-                        "Fraction of packets lost per stats sample.",
-                        vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
-                    ),
-                    &["kind"],
-                )
-                .expect("valid"),
+            stats_skipped: d.counter(
+                "stats_objects_skipped_total",
+                "Producers/consumers left out of a stats round by the per-round cap.",
             ),
-            rtt: register(
-                &r,
-                Histogram::with_opts(histogram_opts(
-                    "rtt_seconds",
-                    "Round-trip time to peers per stats sample.",
-                    vec![0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0],
-                ))
-                .expect("valid"),
+            dropped: d.counters(
+                "bus_events_dropped_total",
+                "Events a sink missed because its queue was full.",
+                &["sink"],
             ),
-            worker_request: register(
-                &r,
-                HistogramVec::new(
-                    histogram_opts(
-                        "worker_request_duration_seconds",
-                        "Latency of the periodic health probe request to each worker.",
-                        vec![
-                            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5,
-                            1.0,
-                        ],
-                    ),
-                    &["worker"],
-                )
-                .expect("valid"),
-            ),
-            worker_rooms: register(
-                &r,
-                IntGaugeVec::new(
-                    opts("worker_rooms", "Rooms (routers) on each worker."),
-                    &["worker"],
-                )
-                .expect("valid"),
-            ),
-            worker_transports: register(
-                &r,
-                IntGaugeVec::new(
-                    opts("worker_transports", "Transports on each worker."),
-                    &["worker"],
-                )
-                .expect("valid"),
-            ),
-            stats_poll: register(
-                &r,
-                Histogram::with_opts(histogram_opts(
-                    "stats_poll_duration_seconds",
-                    "Time one round of media stats polling took.",
-                    vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
-                ))
-                .expect("valid"),
-            ),
-            stats_skipped: register(
-                &r,
-                IntCounter::with_opts(opts(
-                    "stats_objects_skipped_total",
-                    "Producers/consumers left out of a stats round by the per-round cap.",
-                ))
-                .expect("valid"),
-            ),
-            dropped: register(
-                &r,
-                IntCounterVec::new(
-                    opts(
-                        "bus_events_dropped_total",
-                        "Events a sink missed because its queue was full.",
-                    ),
-                    &["sink"],
-                )
-                .expect("valid"),
-            ),
-            registry: r,
+            registry,
             bus,
             health,
         };
         metrics.initialise_series(workers);
         metrics
             .registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process metrics register once");
+            .register(Box::new(ProcessCollector::for_self()))
+            .expect("process metrics are registered once");
         metrics
     }
 
