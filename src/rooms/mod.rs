@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tracing::{info_span, Span};
 
 pub use codecs::media_codecs;
-pub use peer::{Peer, PeerError, Produced};
+pub use peer::{Peer, PeerError};
 pub use room::{Announcement, CloseSignal, PeerCommand, PeerLink, Room};
 
 use crate::bus::{Bus, LeaveReason, PeerId, RoomName, RoomOpened, RouterClosed, RouterCreated};

@@ -149,11 +149,6 @@ impl JoinTracker {
     }
 }
 
-/// A new producer, as the handler answers it.
-pub struct Produced {
-    pub id: ProducerId,
-}
-
 pub struct Peer {
     pub id: PeerId,
     pub room: Arc<Room>,
@@ -434,7 +429,7 @@ impl Peer {
         rtp_parameters: RtpParameters,
         media_tag: Arc<str>,
         mut app_data: Map<String, Value>,
-    ) -> Result<Produced, PeerError> {
+    ) -> Result<ProducerId, PeerError> {
         let (transport, direction) = self.transport(transport_id)?;
         if direction != Direction::Send {
             return Err(PeerError::NotProducingTransport(transport_id));
@@ -471,7 +466,7 @@ impl Peer {
         self.room.announce(self.id, announcement, &producer);
         let id = producer.id();
         self.producers.insert(id, (producer, media_tag));
-        Ok(Produced { id })
+        Ok(id)
     }
 
     fn watch_producer(&self, producer: &Producer, media_tag: Arc<str>) {

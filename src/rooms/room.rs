@@ -162,10 +162,6 @@ impl Room {
         self.members().is_empty()
     }
 
-    pub fn peer_count(&self) -> usize {
-        self.members().len()
-    }
-
     /// Names the peer's user; returns the peer it replaces (same user, older connection), which
     /// has been asked to close.
     pub fn identify(&self, peer: PeerId, user_id: Arc<str>) -> Option<PeerId> {

@@ -77,10 +77,10 @@ pub async fn handle(peer: &mut Peer, request: Request) -> Result<Reply, PeerErro
             app_data,
         } => {
             let tag = media_tag(&app_data).map_err(PeerError::Produce)?.into();
-            let produced = peer
+            let id = peer
                 .produce(transport_id, kind, rtp_parameters, tag, app_data)
                 .await?;
-            Ok(reply("produced", json!({ "id": produced.id })))
+            Ok(reply("produced", json!({ "id": id })))
         }
         Request::Consume {
             producer_id,
