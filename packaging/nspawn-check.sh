@@ -138,7 +138,7 @@ fi
 [ -n "$status_text" ] && result OK "the server reports STATUS= ($status_text)" ||
     result FAIL "no STATUS= text from the server"
 if in_ct curl -fsS -o /dev/null http://127.0.0.1:3000/readyz &&
-    in_ct curl -fsS http://127.0.0.1:9464/metrics | grep -q '^mediasoup_server_ready 1'; then
+    grep -q '^mediasoup_server_ready 1' <<<"$(in_ct curl -fsS http://127.0.0.1:9464/metrics)"; then
     result OK "/readyz 200 and mediasoup_server_ready 1 inside the container"
 else
     result FAIL "/readyz or /metrics inside the container"
@@ -167,7 +167,7 @@ restarted() {
 if wait_for 120 "a watchdog restart" restarted; then
     echo "restarted $((SECONDS - t0)) s after SIGSTOP: NRestarts=$(unit_prop NRestarts), MainPID=$(unit_prop MainPID)"
     in_ct journalctl --no-pager -u "$UNIT" | grep -Ei 'watchdog|killing|scheduled restart' | tail -n 5
-    if in_ct journalctl --no-pager -u "$UNIT" | grep -q 'Watchdog timeout'; then
+    if grep -q 'Watchdog timeout' <<<"$(in_ct journalctl --no-pager -u "$UNIT")"; then
         result OK "frozen process killed by the watchdog and restarted"
     else
         result FAIL "restarted, but the journal shows no watchdog timeout"

@@ -63,6 +63,10 @@ check() {
 }
 
 fail() { echo "$*" >&2; exit 1; }
+# grep over a command's whole output, which also goes to the check's log. Never `cmd | grep -q`
+# under pipefail: grep -q exits at the first match, the writer dies of SIGPIPE and the pipeline
+# fails at random (it failed a CI run on the README's runbook headings).
+logged_grep() { local out; out=$(cat); echo "$out" >&2; grep "$@" <<<"$out"; }
 
 # --- tools -----------------------------------------------------------------------------
 if [ "$(id -u)" -ne 0 ]; then
@@ -142,9 +146,9 @@ deb_contents() {
         ./usr/share/mediasoup-server/dashboards/mediasoup-server-overview.json \
         ./usr/share/mediasoup-server/dashboards/mediasoup-server-media-quality.json \
         ./usr/share/mediasoup-server/dashboards/mediasoup-server-capacity.json; do
-        echo "$listing" | grep -qxF "$f" || fail "$f is not in the .deb"
+        grep -qxF "$f" <<<"$listing" || fail "$f is not in the .deb"
     done
-    dpkg-deb -f "$DEB" Depends | tee /dev/stderr | grep -q adduser || fail "Depends lacks adduser"
+    dpkg-deb -f "$DEB" Depends | logged_grep -q adduser || fail "Depends lacks adduser"
     [ "$(dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles)" = /etc/mediasoup/server.env ] ||
         fail "conffiles is not exactly /etc/mediasoup/server.env"
     cmp <(dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/mediasoup/server.env) .env.example ||
@@ -203,9 +207,10 @@ stop_server() {
 }
 
 deb_install() {
-    local before entry
+    local before entry status
     [ -f "$DEB" ] || fail "no .deb was built"
-    if dpkg-query -W -f='${db:Status-Status}' mediasoup-server 2>/dev/null | grep -qv '^not-installed$'; then
+    status=$(dpkg-query -W -f='${db:Status-Status}' mediasoup-server 2>/dev/null)
+    if [ -n "$status" ] && [ "$status" != not-installed ]; then
         fail "mediasoup-server is already installed on this machine (not by this test); not touching it"
     fi
     getent passwd mediasoup >/dev/null && fail "a mediasoup user exists before the install"
@@ -222,8 +227,8 @@ deb_install() {
         /usr/share/mediasoup-server/alerts/mediasoup-server.rules.yml; do
         [ -f "$f" ] || fail "$f not installed"
     done
-    dpkg-query -W -f='${Conffiles}\n' mediasoup-server | tee /dev/stderr |
-        grep -q '^ /etc/mediasoup/server.env [0-9a-f]\{32\}$' || fail "server.env is not a conffile"
+    dpkg-query -W -f='${Conffiles}\n' mediasoup-server |
+        logged_grep -q '^ /etc/mediasoup/server.env [0-9a-f]\{32\}$' || fail "server.env is not a conffile"
     [ -L /etc/systemd/system/multi-user.target.wants/mediasoup-server.service ] ||
         fail "deb-systemd-helper did not enable the unit"
 }
@@ -236,7 +241,7 @@ installed_unit_verifies() {
     local rc=$?
     echo "$out"
     [ $rc -eq 0 ] || fail "systemd-analyze verify failed"
-    ! echo "$out" | grep -qi 'unknown\|ignoring' || fail "systemd-analyze verify warned"
+    ! grep -qi 'unknown\|ignoring' <<<"$out" || fail "systemd-analyze verify warned"
 }
 check "installed unit passes systemd-analyze verify" installed_unit_verifies
 
@@ -318,12 +323,12 @@ rpm_files() {
 /usr/share/mediasoup-server/dashboards/provisioning/mediasoup-server.yaml
 EOF
     [ "$(rpm -qcp "$RPM" 2>/dev/null)" = /etc/mediasoup/server.env ] || fail "rpm -qcp is not exactly /etc/mediasoup/server.env"
-    rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null | tee /dev/stderr |
-        grep -qx 'cn /etc/mediasoup/server.env' || fail "server.env is not %config(noreplace)"
-    rpm -qp --requires "$RPM" 2>/dev/null | tee /dev/stderr | grep -qx 'shadow-utils' ||
+    rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null |
+        logged_grep -qx 'cn /etc/mediasoup/server.env' || fail "server.env is not %config(noreplace)"
+    rpm -qp --requires "$RPM" 2>/dev/null | logged_grep -qx 'shadow-utils' ||
         fail "the .rpm does not require shadow-utils (useradd)"
     rpm2cpio "$RPM" | (cd "$WORK" && cpio -idm --quiet ./usr/bin/mediasoup-server)
-    file "$WORK/usr/bin/mediasoup-server" | tee /dev/stderr | grep -q ', stripped' ||
+    file "$WORK/usr/bin/mediasoup-server" | logged_grep -q ', stripped' ||
         fail "the .rpm binary is not stripped"
 }
 check ".rpm file list, %config(noreplace), requires, stripped binary (rpm -qlp, -qcp)" rpm_files
@@ -333,16 +338,16 @@ rpm_scriptlets() {
     [ -f "$RPM" ] || fail "no .rpm was built"
     s=$(rpm -qp --scripts "$RPM" 2>/dev/null)
     echo "$s"
-    echo "$s" | grep -q '^preinstall scriptlet' || fail "no %pre"
-    echo "$s" | grep -q 'useradd --system --gid mediasoup' || fail "%pre does not create the user"
-    echo "$s" | grep -q '^postinstall scriptlet' || fail "no %post"
-    echo "$s" | grep -q 'systemctl --no-reload enable mediasoup-server.service' || fail "%post does not enable the unit"
-    echo "$s" | grep -q 'systemctl daemon-reload' || fail "no daemon-reload"
-    echo "$s" | grep -q '^preuninstall scriptlet' || fail "no %preun"
-    echo "$s" | grep -q 'disable --now mediasoup-server.service' || fail "%preun does not stop and disable the unit"
-    echo "$s" | grep -q '^postuninstall scriptlet' || fail "no %postun"
-    echo "$s" | grep -q 'try-restart mediasoup-server.service' || fail "%postun does not restart on upgrade"
-    echo "$s" | grep -q 'rmdir "$dir"' || fail "%postun does not remove the emptied directories"
+    grep -q '^preinstall scriptlet' <<<"$s" || fail "no %pre"
+    grep -q 'useradd --system --gid mediasoup' <<<"$s" || fail "%pre does not create the user"
+    grep -q '^postinstall scriptlet' <<<"$s" || fail "no %post"
+    grep -q 'systemctl --no-reload enable mediasoup-server.service' <<<"$s" || fail "%post does not enable the unit"
+    grep -q 'systemctl daemon-reload' <<<"$s" || fail "no daemon-reload"
+    grep -q '^preuninstall scriptlet' <<<"$s" || fail "no %preun"
+    grep -q 'disable --now mediasoup-server.service' <<<"$s" || fail "%preun does not stop and disable the unit"
+    grep -q '^postuninstall scriptlet' <<<"$s" || fail "no %postun"
+    grep -q 'try-restart mediasoup-server.service' <<<"$s" || fail "%postun does not restart on upgrade"
+    grep -q 'rmdir "$dir"' <<<"$s" || fail "%postun does not remove the emptied directories"
 }
 check ".rpm scriptlets (rpm -qp --scripts)" rpm_scriptlets
 
@@ -385,12 +390,11 @@ check "promtool check rules alerts/mediasoup-server.rules.yml" promtool check ru
 check "promtool test rules alerts/tests/mediasoup-server.test.yml" promtool test rules alerts/tests/mediasoup-server.test.yml
 
 alerts_complete() {
-    local a rules=alerts/mediasoup-server.rules.yml docs
-    docs=$(cat README.md)
+    local a rules=alerts/mediasoup-server.rules.yml
     for a in "${ALERTS[@]}"; do
         grep -q "^      - alert: $a\$" $rules || fail "$a is not in $rules"
         grep -q "alertname: $a\$" alerts/tests/mediasoup-server.test.yml || fail "$a has no unit test"
-        echo "$docs" | grep -q "^### $a\$" || fail "$a has no runbook section (### $a)"
+        grep -q "^### $a\$" README.md || fail "$a has no runbook section (### $a)"
     done
     [ "$(grep -c '^      - alert:' $rules)" -eq ${#ALERTS[@]} ] || fail "$rules has alerts this check does not know"
     $PY - "$rules" <<'EOF'
