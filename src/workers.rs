@@ -1,7 +1,9 @@
 //! The mediasoup workers: spawned at start-up, probed periodically, and picked for new rooms.
 //!
 //! Placement rule: a new room goes to the live worker hosting the fewest peers; ties go to the
-//! one with fewer rooms, then to the lowest index. A room stays on its worker for its lifetime.
+//! one with fewer rooms, then to the lowest index. A worker that missed its last health probe
+//! gets a new room only when no other live worker answered. A room stays on its worker for its
+//! lifetime.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +24,11 @@ use crate::health::Health;
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a signaling request, or the router of a new room, waits for its worker. A hung
+/// worker then costs its own peers an error instead of a stuck connection, while the health
+/// probe fails readiness and stops the systemd watchdog pings.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
 /// One worker and its current load.
 pub struct PoolWorker {
     pub index: usize,
@@ -29,6 +36,8 @@ pub struct PoolWorker {
     peers: AtomicUsize,
     rooms: AtomicUsize,
     alive: Arc<AtomicBool>,
+    /// Answered its last health probe in time.
+    answering: AtomicBool,
 }
 
 /// Counts a room (and its peers) against a worker while it lives.
@@ -183,6 +192,7 @@ impl WorkerPool {
                 peers: AtomicUsize::new(0),
                 rooms: AtomicUsize::new(0),
                 alive,
+                answering: AtomicBool::new(true),
             }));
         }
         Ok(WorkerPool {
@@ -204,6 +214,7 @@ impl WorkerPool {
             .filter(|w| w.alive.load(Ordering::SeqCst))
             .min_by_key(|w| {
                 (
+                    !w.answering.load(Ordering::Relaxed),
                     w.peers.load(Ordering::Relaxed),
                     w.rooms.load(Ordering::Relaxed),
                     w.index,
@@ -225,6 +236,7 @@ impl WorkerPool {
             let probes = self.workers.iter().map(|w| async {
                 let started = Instant::now();
                 let ok = matches!(timeout(PROBE_TIMEOUT, w.worker.dump()).await, Ok(Ok(_)));
+                w.answering.store(ok, Ordering::Relaxed);
                 (w.index, ok, started.elapsed())
             });
             for (worker, ok, duration) in futures_util::future::join_all(probes).await {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http_get, wait_until, Client, Server, DEADLINE};
+use common::{http_get, wait_until, Client, FrozenWorker, Server, DEADLINE};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -69,65 +69,6 @@ impl NotifySocket {
     }
 }
 
-/// Stops every thread of the worker (by thread name) with ptrace, as a hang would; resumes them
-/// when dropped. ptrace must be driven from one thread, hence the helper thread.
-struct FrozenWorker {
-    release: std::sync::mpsc::Sender<()>,
-    done: std::thread::JoinHandle<()>,
-}
-
-impl FrozenWorker {
-    fn freeze(pid: i32) -> FrozenWorker {
-        let threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter_map(|t| {
-                let tid: i32 = t.file_name().to_string_lossy().parse().ok()?;
-                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-                comm.starts_with("mediasoup-worke").then_some(tid)
-            })
-            .collect();
-        assert!(!threads.is_empty(), "no mediasoup worker thread found");
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (frozen, is_frozen) = std::sync::mpsc::channel::<()>();
-        let done = std::thread::spawn(move || {
-            for &tid in &threads {
-                // SAFETY: plain ptrace(2) calls on a thread of our own child process.
-                unsafe {
-                    assert_eq!(
-                        libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
-                        0,
-                        "PTRACE_SEIZE {tid}: {}",
-                        std::io::Error::last_os_error()
-                    );
-                    assert_eq!(
-                        libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0),
-                        0,
-                        "PTRACE_INTERRUPT"
-                    );
-                    let mut status = 0;
-                    libc::waitpid(tid, &mut status, libc::__WALL);
-                }
-            }
-            frozen.send(()).unwrap();
-            let _ = released.recv();
-            for &tid in &threads {
-                // SAFETY: as above; the thread is in a ptrace stop.
-                unsafe {
-                    libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
-                }
-            }
-        });
-        is_frozen.recv().expect("worker frozen");
-        FrozenWorker { release, done }
-    }
-
-    fn thaw(self) {
-        self.release.send(()).unwrap();
-        self.done.join().unwrap();
-    }
-}
-
 #[tokio::test]
 async fn systemd_ready_status_watchdog_and_stopping() {
     let (notify, _socket) = NotifySocket::bind("watchdog", true);
@@ -161,7 +102,7 @@ async fn systemd_ready_status_watchdog_and_stopping() {
     }
 
     // A hung worker stops the pings (and fails readiness); they resume when it answers again.
-    let frozen = FrozenWorker::freeze(server.pid());
+    let frozen = FrozenWorker::freeze(server.pid(), 0);
     wait_until(
         "/readyz to fail",
         DEADLINE,

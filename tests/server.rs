@@ -5,7 +5,7 @@ mod common;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
-use common::{http_get, Client, Server, BIN};
+use common::{http_get, wait_until, Client, FrozenWorker, Server, BIN, DEADLINE};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -244,4 +244,65 @@ fn a_dotenv_file_in_the_working_directory_is_read() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn producing() -> Value {
+    json!({"forceTcp": false, "producing": true, "consuming": false})
+}
+
+#[tokio::test]
+async fn a_hung_worker_fails_only_its_own_requests_and_new_rooms_avoid_it() {
+    let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
+    // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): least-loaded alone would put
+    // the next room on worker 0.
+    let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
+    a.ok("getRouterRtpCapabilities", json!({})).await;
+    let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
+    c1.ok("getRouterRtpCapabilities", json!({})).await;
+    let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
+    c2.ok("getRouterRtpCapabilities", json!({})).await;
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+
+    let frozen = FrozenWorker::freeze(server.pid(), 0);
+    let error = a.error("createWebRtcTransport", producing()).await;
+    assert!(
+        error.contains("the media server did not answer within 10s"),
+        "{error}"
+    );
+    // The peers on the other worker are served meanwhile.
+    c1.ok("createWebRtcTransport", producing()).await;
+
+    wait_until(
+        "/readyz to report worker 0",
+        DEADLINE,
+        || matches!(http_get(server.addr, "/readyz"), Ok((503, body)) if body.contains("worker 0")),
+    );
+    let mut b = Client::connect(&server.url("/b"), "bbbbbbbbbbbbbbbb").await;
+    b.ok("createWebRtcTransport", producing()).await;
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
+
+    frozen.thaw();
+    a.ok("createWebRtcTransport", producing()).await;
+    wait_until("/readyz to pass again", DEADLINE, || {
+        matches!(http_get(server.addr, "/readyz"), Ok((200, _)))
+    });
+}
+
+#[tokio::test]
+async fn a_room_whose_worker_hangs_is_refused_and_opens_later() {
+    let server = Server::start(&[]);
+    let frozen = FrozenWorker::freeze(server.pid(), 0);
+    let mut early = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
+    let (code, reason) = early.closed().await;
+    assert_eq!(code, 1011, "{reason}");
+    assert_eq!(
+        reason,
+        "worker 0 did not create the room's router within 10s: try again later"
+    );
+
+    frozen.thaw();
+    let mut late = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
+    late.ok("createWebRtcTransport", producing()).await;
+    server.wait_metric("mediasoup_server_rooms", 1.0);
 }

@@ -21,7 +21,7 @@ pub use room::{Announcement, CloseSignal, PeerCommand, PeerLink, Room};
 
 use crate::bus::{Bus, LeaveReason, PeerId, RoomName, RoomOpened, RouterClosed, RouterCreated};
 use crate::config::Config;
-use crate::workers::{NoWorkerAlive, WorkerPool};
+use crate::workers::{NoWorkerAlive, WorkerPool, REQUEST_DEADLINE};
 
 /// How every WebRTC transport is set up.
 #[derive(Debug, Clone)]
@@ -49,6 +49,10 @@ pub enum OpenRoomError {
     NoWorker(#[from] NoWorkerAlive),
     #[error("could not create a router for the room: {0}")]
     Router(#[from] mediasoup::worker::CreateRouterError),
+    #[error("worker {0} did not create the room's router within {1:?}: try again later")]
+    WorkerHung(usize, std::time::Duration),
+    #[error("router creation was interrupted: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
 }
 
 pub struct Rooms {
@@ -90,12 +94,20 @@ impl Rooms {
 
     async fn open(&self, name: RoomName) -> Result<Room, OpenRoomError> {
         let placement = self.workers.place_room()?;
-        let router = placement
-            .worker()
-            .worker
-            .create_router(RouterOptions::new(media_codecs()))
-            .await?;
         let worker = placement.worker().index;
+        // Its own task, so that a router the worker creates after the deadline is dropped
+        // (closed) there instead of lingering in the worker.
+        let creating = {
+            let worker = placement.worker().worker.clone();
+            tokio::spawn(async move {
+                worker
+                    .create_router(RouterOptions::new(media_codecs()))
+                    .await
+            })
+        };
+        let router = tokio::time::timeout(REQUEST_DEADLINE, creating)
+            .await
+            .map_err(|_| OpenRoomError::WorkerHung(worker, REQUEST_DEADLINE))???;
         let span = info_span!(parent: None, "room", room = %name, worker);
         let router_id = router.id();
         self.bus.emit(

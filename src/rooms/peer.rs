@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
 use mediasoup::types::data_structures::{DtlsState, IceState};
@@ -58,12 +58,17 @@ pub enum PeerError {
     Consume(String),
     #[error("the media server did not carry out the request: {0}")]
     Worker(#[from] RequestError),
+    #[error("the media server did not answer within {0:?}: try again later")]
+    WorkerTimeout(Duration),
 }
 
 impl PeerError {
     /// The server, not the request, was at fault.
     pub fn is_server_side(&self) -> bool {
-        matches!(self, PeerError::CreateTransport(_) | PeerError::Worker(_))
+        matches!(
+            self,
+            PeerError::CreateTransport(_) | PeerError::Worker(_) | PeerError::WorkerTimeout(_)
+        )
     }
 }
 

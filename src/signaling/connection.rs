@@ -57,9 +57,14 @@ async fn close<K>(sink: &mut K, code: CloseCode, reason: &str)
 where
     K: Sink<Message> + Unpin,
 {
+    // A close frame is a control frame: its reason must fit in 123 bytes (RFC 6455, 5.5).
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason[..end].into(),
     };
     // The peer may be gone already; nothing more to do then.
     let _ = sink.send(Message::Close(Some(frame))).await;
@@ -261,7 +266,7 @@ where
             }
         }
         FollowUp::StartConsumer(consumer) => {
-            if let Err(error) = peer.start_consumer(consumer).await {
+            if let Err(error) = handler::within_deadline(peer.start_consumer(consumer)).await {
                 warn!(%consumer, %error, "could not start the consumer");
             }
         }

@@ -1,11 +1,14 @@
 //! Carries out one request on the peer and says what to answer, and what to do right after
 //! answering (the duties PROTOCOL.md gives the server that the module never asks for).
 
+use std::future::Future;
+
 use mediasoup::prelude::*;
 use serde_json::{json, Value};
 
 use super::message::{media_tag, Request};
 use crate::rooms::{Announcement, Peer, PeerError};
+use crate::workers::REQUEST_DEADLINE;
 
 /// A successful answer: the response's `type` and `data`, then the follow-up.
 pub struct Reply {
@@ -36,7 +39,23 @@ pub fn is_join_request(kind: &str) -> bool {
     matches!(kind, "getRouterRtpCapabilities" | "createWebRtcTransport")
 }
 
+/// Carries out `request`, giving up when its worker does not answer in time.
 pub async fn handle(peer: &mut Peer, request: Request) -> Result<Reply, PeerError> {
+    within_deadline(carry_out(peer, request)).await
+}
+
+/// Gives up on `work` after [`REQUEST_DEADLINE`]. Dropping it midway leaves the peer consistent
+/// (it records an object only once the worker has answered); an object the worker creates after
+/// the deadline is closed with the room's router.
+pub async fn within_deadline<T>(
+    work: impl Future<Output = Result<T, PeerError>>,
+) -> Result<T, PeerError> {
+    tokio::time::timeout(REQUEST_DEADLINE, work)
+        .await
+        .unwrap_or(Err(PeerError::WorkerTimeout(REQUEST_DEADLINE)))
+}
+
+async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError> {
     match request {
         Request::GetRouterRtpCapabilities => Ok(reply(
             "routerRtpCapabilities",

@@ -453,3 +453,64 @@ pub async fn notifications(client: &mut Client, kind: &str, n: usize) -> Vec<Val
     }
     found
 }
+
+/// Stops one worker's thread with ptrace, as a hang would; `thaw` (or dropping it) resumes it.
+/// ptrace must be driven from one thread, hence the helper thread.
+pub struct FrozenWorker {
+    release: std::sync::mpsc::Sender<()>,
+    done: std::thread::JoinHandle<()>,
+}
+
+impl FrozenWorker {
+    /// Freezes worker `index` of server process `pid`. Each worker is one thread, named
+    /// `mediasoup-worker-<id>`, and the workers are spawned one after the other, so the
+    /// index-th such thread by thread id is worker `index`.
+    pub fn freeze(pid: i32, index: usize) -> FrozenWorker {
+        let mut threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|t| {
+                let tid: i32 = t.file_name().to_string_lossy().parse().ok()?;
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                comm.starts_with("mediasoup-worke").then_some(tid)
+            })
+            .collect();
+        threads.sort_unstable();
+        let tid = *threads
+            .get(index)
+            .unwrap_or_else(|| panic!("no thread for worker {index} among {threads:?}"));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (frozen, is_frozen) = std::sync::mpsc::channel::<()>();
+        let done = std::thread::spawn(move || {
+            // SAFETY: plain ptrace(2) calls on a thread of our own child process.
+            unsafe {
+                assert_eq!(
+                    libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                    0,
+                    "PTRACE_SEIZE {tid}: {}",
+                    std::io::Error::last_os_error()
+                );
+                assert_eq!(
+                    libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0),
+                    0,
+                    "PTRACE_INTERRUPT"
+                );
+                let mut status = 0;
+                libc::waitpid(tid, &mut status, libc::__WALL);
+            }
+            frozen.send(()).unwrap();
+            let _ = released.recv();
+            // SAFETY: as above; the thread is in a ptrace stop.
+            unsafe {
+                libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            }
+        });
+        is_frozen.recv().expect("worker frozen");
+        FrozenWorker { release, done }
+    }
+
+    pub fn thaw(self) {
+        self.release.send(()).unwrap();
+        self.done.join().unwrap();
+    }
+}
