@@ -2,7 +2,8 @@
 //! producers and consumers and publish one [`MediaSampled`] per object.
 //!
 //! Cost bound: each object is one worker request; at most [`MAX_OBJECTS_PER_ROUND`] objects are
-//! polled per round (the rest are skipped and counted), [`CONCURRENCY`] requests at a time.
+//! polled per round, [`CONCURRENCY`] requests at a time. Over the cap the rest are skipped and
+//! counted, and the next round starts where this one stopped, so every object is sampled in turn.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,9 +100,24 @@ impl Object {
     }
 }
 
+/// Splits `objects` into this round's (at most `cap`, starting at `*start`) and the skipped
+/// ones, and moves `*start` past this round's.
+fn take_round<T>(mut objects: Vec<T>, cap: usize, start: &mut usize) -> (Vec<T>, Vec<T>) {
+    if objects.len() <= cap {
+        *start = 0;
+        return (objects, Vec::new());
+    }
+    let first = *start % objects.len();
+    objects.rotate_left(first);
+    *start = first + cap;
+    let skipped = objects.split_off(cap);
+    (objects, skipped)
+}
+
 /// Polls every `period` until dropped.
 pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
     let mut previous: HashMap<String, Counters> = HashMap::new();
+    let mut start = 0;
     let mut ticks = interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -119,9 +135,17 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
                     .map(|(kind, c)| Object::Consumer(kind, c)),
             );
         }
-        let skipped = objects.len().saturating_sub(MAX_OBJECTS_PER_ROUND);
-        objects.truncate(MAX_OBJECTS_PER_ROUND);
+        let (objects, skipped) = take_round(objects, MAX_OBJECTS_PER_ROUND, &mut start);
         let polled = objects.len();
+        // A skipped object keeps its previous counters, so its next delta spans both rounds.
+        let mut current: HashMap<String, Counters> = skipped
+            .iter()
+            .filter_map(|object| {
+                let key = object.key();
+                previous.remove(&key).map(|counters| (key, counters))
+            })
+            .collect();
+        let skipped = skipped.len();
 
         let samples: Vec<(String, Option<Sample>)> = stream::iter(objects)
             .map(|object| async move { (object.key(), object.sample().await) })
@@ -129,7 +153,6 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
             .collect()
             .await;
 
-        let mut current = HashMap::with_capacity(samples.len());
         for (key, sample) in samples {
             let Some(sample) = sample else { continue };
             let before = previous.get(&key).copied().unwrap_or_default();
@@ -162,5 +185,26 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
                 duration: started.elapsed(),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_round;
+
+    #[test]
+    fn rounds_over_the_cap_take_every_object_in_turn() {
+        let mut start = 0;
+        let objects: Vec<u32> = (0..7).collect();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (polled, skipped) = take_round(objects.clone(), 3, &mut start);
+            assert_eq!(polled.len() + skipped.len(), 7);
+            seen.extend(polled);
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6, 0, 1]);
+
+        let (polled, skipped) = take_round(vec![1, 2], 3, &mut start);
+        assert_eq!((polled, skipped, start), (vec![1, 2], vec![], 0));
     }
 }
