@@ -71,8 +71,12 @@ async fn main() {
         "mediasoup_server_consumers{kind=\"video\"}",
         (ROOMS * PEERS_PER_ROOM * (PEERS_PER_ROOM - 1)) as f64,
     );
-    // Let a few stats rounds run, so histograms and counters carry data.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let a few stats rounds run with everyone in, so histograms and counters carry data.
+    let rounds = "mediasoup_server_stats_poll_duration_seconds_count";
+    let before = server.metric(rounds);
+    common::wait_until("3 stats rounds", common::DEADLINE, || {
+        server.metric(rounds) >= before + 3.0
+    });
 
     let mut latencies = Vec::with_capacity(SCRAPES);
     let mut body = String::new();
@@ -88,7 +92,12 @@ async fn main() {
         .count();
     let loaded_rss = rss_kib(server.pid());
 
-    println!("scrape with {} peers in {ROOMS} rooms (200 producers, 1800 consumers), {SCRAPES} scrapes over loopback:", ROOMS * PEERS_PER_ROOM);
+    let peer_count = ROOMS * PEERS_PER_ROOM;
+    println!(
+        "scrape with {peer_count} peers in {ROOMS} rooms ({} producers, {} consumers), {SCRAPES} scrapes over loopback:",
+        2 * peer_count,
+        2 * peer_count * (PEERS_PER_ROOM - 1)
+    );
     println!(
         "  latency p50 {:?}  p95 {:?}  max {:?}",
         percentile(&latencies, 0.5),
@@ -96,7 +105,7 @@ async fn main() {
         latencies[latencies.len() - 1]
     );
     println!("  body {} bytes, {series} series", body.len());
-    println!("  server RSS idle {idle_rss} KiB, with 100 peers {loaded_rss} KiB");
+    println!("  server RSS idle {idle_rss} KiB, with {peer_count} peers {loaded_rss} KiB");
     println!(
         "  last stats round: {}",
         body.lines()

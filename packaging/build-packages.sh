@@ -20,10 +20,10 @@ done
 work=packaging/.work
 rm -rf "$work/bin" "$work/man" "$work/dist"
 mkdir -p "$work/bin" "$work/man" "$work/dist"
-# cargo deb --strip strips the binary itself; cargo-generate-rpm packs the file as it is.
+# Both packages ship this stripped copy (Cargo.toml's deb assets and rpm assets name it).
 strip --strip-unneeded -o "$work/bin/mediasoup-server" target/release/mediasoup-server
 gzip -9n -c packaging/mediasoup-server.8 > "$work/man/mediasoup-server.8.gz"
 
-cargo deb --no-build --strip --output "$work/dist/"
+cargo deb --no-build --output "$work/dist/"
 cargo generate-rpm --output "$work/dist/"
 ls -1 "$work"/dist/*

@@ -8,7 +8,7 @@ need_apt() { # need_apt COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2")
 }
 need_cargo() { # need_cargo SUBCOMMAND CRATE VERSION (the version the packaging was tested with)
-    if ! cargo "$1" --version 2>/dev/null | grep -qF " $3"; then
+    if [[ $(cargo "$1" --version 2>/dev/null) != *" $3" ]]; then
         echo "installing $2 $3 (cargo install --locked)"
         cargo install --locked --quiet "$2@$3"
     fi

@@ -144,7 +144,7 @@ else
     result FAIL "/readyz or /metrics inside the container"
 fi
 # The media path under the unit's sandbox: a client joins like MediaSoupVTT and the worker
-# creates both WebRTC transports, binding their UDP and TCP ports.
+# creates both WebRTC transports; ws-join.py checks that their UDP ports are bound.
 if in_ct python3 /mnt/ws-join.py 127.0.0.1 3000 nspawn-check; then
     result OK "a MediaSoupVTT-style join gets both WebRTC transports (worker binds its ports)"
 else

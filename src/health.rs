@@ -10,10 +10,10 @@ use serde::Serialize;
 pub const PROBE_FRESHNESS: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy)]
-struct WorkerHealth {
-    alive: bool,
+pub struct WorkerHealth {
+    pub alive: bool,
     /// The last probe answered within its deadline.
-    answering: bool,
+    pub answering: bool,
     last_ok: Option<Instant>,
 }
 
@@ -62,6 +62,12 @@ impl Health {
                 w.last_ok = Some(Instant::now());
             }
         });
+    }
+
+    /// Worker `index`'s state now (`None` for an index out of range).
+    pub fn worker(&self, index: usize) -> Option<WorkerHealth> {
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        workers.get(index).copied()
     }
 
     pub fn set_listeners_bound(&self) {

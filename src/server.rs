@@ -137,7 +137,7 @@ pub async fn run_until(
     let (trigger, shutdown) = shutdown::channel();
 
     let background = [
-        tokio::spawn(workers.clone().probe_forever(bus.clone(), health.clone())),
+        tokio::spawn(workers.clone().probe_forever(bus.clone())),
         tokio::spawn(stats::poll_forever(rooms.clone(), config.stats_interval)),
     ];
     let servers = [

@@ -6,7 +6,7 @@
 //! lifetime.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,9 +35,6 @@ pub struct PoolWorker {
     pub worker: Worker,
     peers: AtomicUsize,
     rooms: AtomicUsize,
-    alive: Arc<AtomicBool>,
-    /// Answered its last health probe in time.
-    answering: AtomicBool,
 }
 
 /// Counts a room (and its peers) against a worker while it lives.
@@ -67,6 +64,8 @@ impl Drop for Placement {
 
 pub struct WorkerPool {
     workers: Vec<Arc<PoolWorker>>,
+    /// Whether each worker is alive and answering, for placement.
+    health: Health,
     // Owns the executor the workers' channels run on: dropped last.
     _manager: WorkerManager,
     exits: WorkerExits,
@@ -153,13 +152,11 @@ impl WorkerPool {
                 .create_worker(settings)
                 .await
                 .map_err(|source| SpawnError { index, source })?;
-            let alive = Arc::new(AtomicBool::new(true));
             {
                 let bus_for_close = bus.clone();
-                let (bus, health, alive) = (bus.clone(), health.clone(), alive.clone());
+                let (bus, health) = (bus.clone(), health.clone());
                 worker
                     .on_dead(move |result| {
-                        alive.store(false, Ordering::SeqCst);
                         health.worker_died(index);
                         let error = match result {
                             Ok(()) => "exited".to_owned(),
@@ -191,12 +188,11 @@ impl WorkerPool {
                 worker,
                 peers: AtomicUsize::new(0),
                 rooms: AtomicUsize::new(0),
-                alive,
-                answering: AtomicBool::new(true),
             }));
         }
         Ok(WorkerPool {
             workers,
+            health: health.clone(),
             _manager: manager,
             exits,
         })
@@ -208,13 +204,13 @@ impl WorkerPool {
 
     /// Picks the worker for a new room (see the module docs for the rule).
     pub fn place_room(&self) -> Result<Placement, NoWorkerAlive> {
-        let worker = self
+        let (worker, _) = self
             .workers
             .iter()
-            .filter(|w| w.alive.load(Ordering::SeqCst))
-            .min_by_key(|w| {
+            .filter_map(|w| Some((w, self.health.worker(w.index).filter(|h| h.alive)?)))
+            .min_by_key(|(w, health)| {
                 (
-                    !w.answering.load(Ordering::Relaxed),
+                    !health.answering,
                     w.peers.load(Ordering::Relaxed),
                     w.rooms.load(Ordering::Relaxed),
                     w.index,
@@ -228,7 +224,7 @@ impl WorkerPool {
     }
 
     /// Asks every worker a cheap question every [`PROBE_INTERVAL`]; runs until dropped.
-    pub async fn probe_forever(self: Arc<Self>, bus: Bus, health: Health) {
+    pub async fn probe_forever(self: Arc<Self>, bus: Bus) {
         let mut ticks = interval(PROBE_INTERVAL);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -236,11 +232,10 @@ impl WorkerPool {
             let probes = self.workers.iter().map(|w| async {
                 let started = Instant::now();
                 let ok = matches!(timeout(PROBE_TIMEOUT, w.worker.dump()).await, Ok(Ok(_)));
-                w.answering.store(ok, Ordering::Relaxed);
                 (w.index, ok, started.elapsed())
             });
             for (worker, ok, duration) in futures_util::future::join_all(probes).await {
-                health.probe_result(worker, ok);
+                self.health.probe_result(worker, ok);
                 bus.emit(
                     &Span::none(),
                     WorkerProbed {

@@ -103,11 +103,7 @@ async fn systemd_ready_status_watchdog_and_stopping() {
 
     // A hung worker stops the pings (and fails readiness); they resume when it answers again.
     let frozen = FrozenWorker::freeze(server.pid(), 0);
-    wait_until(
-        "/readyz to fail",
-        DEADLINE,
-        || matches!(http_get(server.addr, "/readyz"), Ok((503, body)) if body.contains("worker 0")),
-    );
+    server.wait_unready(0);
     // Watch for 3 s; a ping already on its way when readiness failed may still land within one
     // interval, none after that.
     let unready_at = Instant::now();

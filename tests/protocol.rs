@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{notifications, Client, Server};
+use common::{notifications, producing, Client, Server};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -216,11 +216,7 @@ async fn late_joiner_hears_of_every_existing_producer_right_after_its_consuming_
 
     let mut c = Client::connect(&server.url("/table"), C).await;
     c.ok("getRouterRtpCapabilities", json!({})).await;
-    c.ok(
-        "createWebRtcTransport",
-        json!({"producing": true, "consuming": false}),
-    )
-    .await;
+    c.ok("createWebRtcTransport", producing()).await;
     // Nothing before the consuming transport exists.
     assert!(c.has_notification_within(QUIET).await.is_none());
     c.ok(
@@ -422,12 +418,7 @@ async fn bad_frames_get_a_clear_error_and_the_socket_stays_open() {
     assert!(error.contains("exactly one"), "{error}");
 
     let a_join = a.join().await;
-    let error = a
-        .error(
-            "createWebRtcTransport",
-            json!({"producing": true, "consuming": false}),
-        )
-        .await;
+    let error = a.error("createWebRtcTransport", producing()).await;
     assert!(
         error.contains("already has a producing transport"),
         "{error}"

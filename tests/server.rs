@@ -5,7 +5,7 @@ mod common;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
-use common::{http_get, wait_until, Client, FrozenWorker, Server, BIN, DEADLINE};
+use common::{http_get, producing, wait_until, Client, FrozenWorker, Server, BIN, DEADLINE};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -57,12 +57,7 @@ async fn transports_announce_the_configured_address() {
     for announced in ["198.51.100.7", "vtt.example.org"] {
         let server = Server::start(&[("MEDIASOUP_ANNOUNCED_IP", announced)]);
         let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
-        let transport = client
-            .ok(
-                "createWebRtcTransport",
-                json!({"producing": true, "consuming": false}),
-            )
-            .await;
+        let transport = client.ok("createWebRtcTransport", producing()).await;
         let candidates = transport["iceCandidates"].as_array().unwrap();
         assert!(!candidates.is_empty());
         for candidate in candidates {
@@ -78,14 +73,9 @@ async fn json_logs_carry_lifecycle_events_with_their_fields_at_debug() {
         ("RUST_LOG", "mediasoup_server=debug"),
     ]);
     let mut client = Client::connect(&server.url("/json-room"), "aaaaaaaaaaaaaaaa").await;
-    let transport = client
-        .ok(
-            "createWebRtcTransport",
-            json!({"producing": true, "consuming": false}),
-        )
-        .await;
+    let transport = client.ok("createWebRtcTransport", producing()).await;
     let id = transport["id"].as_str().unwrap().to_owned();
-    common::wait_until("the transport's log line", common::DEADLINE, || {
+    wait_until("the transport's log line", DEADLINE, || {
         server.log().iter().any(|l| l.contains(&id))
     });
     let lines: Vec<Value> = server
@@ -246,10 +236,6 @@ fn a_dotenv_file_in_the_working_directory_is_read() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn producing() -> Value {
-    json!({"forceTcp": false, "producing": true, "consuming": false})
-}
-
 #[tokio::test]
 async fn a_hung_worker_fails_only_its_own_requests_and_new_rooms_avoid_it() {
     let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
@@ -273,20 +259,14 @@ async fn a_hung_worker_fails_only_its_own_requests_and_new_rooms_avoid_it() {
     // The peers on the other worker are served meanwhile.
     c1.ok("createWebRtcTransport", producing()).await;
 
-    wait_until(
-        "/readyz to report worker 0",
-        DEADLINE,
-        || matches!(http_get(server.addr, "/readyz"), Ok((503, body)) if body.contains("worker 0")),
-    );
+    server.wait_unready(0);
     let mut b = Client::connect(&server.url("/b"), "bbbbbbbbbbbbbbbb").await;
     b.ok("createWebRtcTransport", producing()).await;
     server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
 
     frozen.thaw();
     a.ok("createWebRtcTransport", producing()).await;
-    wait_until("/readyz to pass again", DEADLINE, || {
-        matches!(http_get(server.addr, "/readyz"), Ok((200, _)))
-    });
+    server.wait_ready();
 }
 
 #[tokio::test]

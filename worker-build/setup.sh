@@ -30,7 +30,7 @@ APT_PKGS=(build-essential pkg-config cmake ccache curl ca-certificates python3-p
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()
   for p in "${APT_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = 'install ok installed' ] || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]}: run as root or install them with apt-get"
@@ -71,7 +71,7 @@ extract() { # tarball destdir
 # --- 3. flatc 24.12.23, built once with upstream's CMake (ccache makes rebuilds cheap) --------
 export CCACHE_BASEDIR=$ROOT
 FLATC=$DEPS/flatc-build/flatc
-if ! "$FLATC" --version 2>/dev/null | grep -q 'flatc version 24.12.23'; then
+if [ "$("$FLATC" --version 2>/dev/null)" != 'flatc version 24.12.23' ]; then
   log "build flatc"
   cmake -S "$DEPS/flatbuffers-src" -B "$DEPS/flatc-build" -DCMAKE_BUILD_TYPE=Release \
     -DFLATBUFFERS_BUILD_TESTS=OFF -DFLATBUFFERS_BUILD_FLATLIB=OFF \
@@ -106,11 +106,12 @@ FB=$SP/$(wrapdir flatbuffers)
 put "$DEPS/flatbuffers-src" "$FB"
 cp "$SHIMS/flatbuffers/meson.build" "$FB/meson.build"
 sed "s|@FLATC@|$FLATC|" "$SHIMS/flatbuffers/meson_options.txt.in" >"$FB/meson_options.txt"
-# Fixes to the worker's own sources, one file each; see the comment inside each patch.
+rm -rf "$FB"/{tests,goldens,docs,java,net,swift,dart,kotlin,php,python,rust,ts,js,mjs,go,lua,lobster,nim,android,benchmarks,examples,samples}
+
+# --- 6. Fixes to the worker's own sources, one file each; see the comment inside each patch --
 for p in "$HERE"/patches/*.patch; do
   patch -s -p1 -d "$MS.tmp" <"$p" || die "patch $(basename "$p") does not apply to mediasoup-sys $MEDIASOUP_SYS_VERSION"
 done
-rm -rf "$FB"/{tests,goldens,docs,java,net,swift,dart,kotlin,php,python,rust,ts,js,mjs,go,lua,lobster,nim,android,benchmarks,examples,samples}
 # Replace the copy only when it changed, so cargo's fingerprint of the path dependency (and the
 # meson build directory) stays valid across re-runs.
 if [ -d "$MS" ] && diff -rq "$MS" "$MS.tmp" >/dev/null 2>&1; then
@@ -120,7 +121,7 @@ else
   touch "$MS/build.rs" # cp -a kept old mtimes: make cargo re-run the build script
 fi
 
-# --- 6. Build the server ---------------------------------------------------------------------
+# --- 7. Build the server ---------------------------------------------------------------------
 if [ -z "${SKIP_BUILD:-}" ]; then
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release)

@@ -50,9 +50,8 @@ pub struct Metrics {
     rtcp_feedback: IntCounterVec,
     packet_loss: HistogramVec,
     rtt: Histogram,
-    worker_request: HistogramVec,
-    worker_rooms: IntGaugeVec,
-    worker_transports: IntGaugeVec,
+    /// Indexed by worker index.
+    per_worker: Vec<WorkerSeries>,
     stats_poll: Histogram,
     stats_skipped: IntCounter,
     dropped: IntCounterVec,
@@ -109,6 +108,13 @@ impl Define<'_> {
     }
 }
 
+/// One worker's series, labelled once at start-up rather than on every event.
+struct WorkerSeries {
+    request: Histogram,
+    rooms: IntGauge,
+    transports: IntGauge,
+}
+
 const SCORE_BUCKETS: [f64; 11] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
 
 impl Metrics {
@@ -127,6 +133,34 @@ impl Metrics {
             "Workers the server was configured to run.",
         )
         .set(workers as i64);
+        let worker_request = d.histograms(
+            "worker_request_duration_seconds",
+            "Latency of the periodic health probe request to each worker.",
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ],
+            &["worker"],
+        );
+        let worker_rooms = d.gauges(
+            "worker_rooms",
+            "Rooms (routers) on each worker.",
+            &["worker"],
+        );
+        let worker_transports = d.gauges(
+            "worker_transports",
+            "Transports on each worker.",
+            &["worker"],
+        );
+        let per_worker = (0..workers)
+            .map(|index| {
+                let label = [index.to_string()];
+                WorkerSeries {
+                    request: worker_request.with_label_values(&label),
+                    rooms: worker_rooms.with_label_values(&label),
+                    transports: worker_transports.with_label_values(&label),
+                }
+            })
+            .collect();
         let metrics = Metrics {
             ready: d.gauge(
                 "ready",
@@ -209,24 +243,7 @@ impl Metrics {
                 "Round-trip time to peers per stats sample.",
                 &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0],
             ),
-            worker_request: d.histograms(
-                "worker_request_duration_seconds",
-                "Latency of the periodic health probe request to each worker.",
-                &[
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-                ],
-                &["worker"],
-            ),
-            worker_rooms: d.gauges(
-                "worker_rooms",
-                "Rooms (routers) on each worker.",
-                &["worker"],
-            ),
-            worker_transports: d.gauges(
-                "worker_transports",
-                "Transports on each worker.",
-                &["worker"],
-            ),
+            per_worker,
             stats_poll: d.histogram(
                 "stats_poll_duration_seconds",
                 "Time one round of media stats polling took.",
@@ -245,7 +262,7 @@ impl Metrics {
             bus,
             health,
         };
-        metrics.initialise_series(workers);
+        metrics.initialise_series();
         metrics
             .registry
             .register(Box::new(ProcessCollector::for_self()))
@@ -253,7 +270,7 @@ impl Metrics {
         metrics
     }
 
-    fn initialise_series(&self, workers: usize) {
+    fn initialise_series(&self) {
         for direction in [Direction::Send, Direction::Recv] {
             self.transports.with_label_values(&[direction.as_str()]);
         }
@@ -285,12 +302,6 @@ impl Metrics {
         for protocol in ["udp", "tcp"] {
             self.ice_selected.with_label_values(&[protocol]);
         }
-        for worker in 0..workers {
-            let worker = worker.to_string();
-            self.worker_request.with_label_values(&[&worker]);
-            self.worker_rooms.with_label_values(&[&worker]);
-            self.worker_transports.with_label_values(&[&worker]);
-        }
         for sink in self.bus.sink_names() {
             self.dropped.with_label_values(&[sink]);
         }
@@ -300,21 +311,22 @@ impl Metrics {
     pub fn observe(&self, event: &Event) {
         match event {
             Event::WorkerDied(_) => self.worker_deaths.inc(),
-            Event::WorkerProbed(e) => self
-                .worker_request
-                .with_label_values(&[&e.worker.to_string()])
-                .observe(e.duration.as_secs_f64()),
+            Event::WorkerProbed(e) => {
+                if let Some(worker) = self.per_worker.get(e.worker) {
+                    worker.request.observe(e.duration.as_secs_f64());
+                }
+            }
             Event::RoomOpened(e) => {
                 self.rooms.inc();
-                self.worker_rooms
-                    .with_label_values(&[&e.worker.to_string()])
-                    .inc();
+                if let Some(worker) = self.per_worker.get(e.worker) {
+                    worker.rooms.inc();
+                }
             }
             Event::RoomClosed(e) => {
                 self.rooms.dec();
-                self.worker_rooms
-                    .with_label_values(&[&e.worker.to_string()])
-                    .dec();
+                if let Some(worker) = self.per_worker.get(e.worker) {
+                    worker.rooms.dec();
+                }
             }
             Event::SocketOpened(_) => self.peers.inc(),
             Event::PeerLeft(_) => self.peers.dec(),
@@ -333,22 +345,8 @@ impl Metrics {
                     .with_label_values(&[e.request])
                     .observe(e.duration.as_secs_f64());
             }
-            Event::TransportCreated(e) => {
-                self.transports
-                    .with_label_values(&[e.direction.as_str()])
-                    .inc();
-                self.worker_transports
-                    .with_label_values(&[&e.worker.to_string()])
-                    .inc();
-            }
-            Event::TransportClosed(e) => {
-                self.transports
-                    .with_label_values(&[e.direction.as_str()])
-                    .dec();
-                self.worker_transports
-                    .with_label_values(&[&e.worker.to_string()])
-                    .dec();
-            }
+            Event::TransportCreated(e) => self.count_transport(e.direction, e.worker, 1),
+            Event::TransportClosed(e) => self.count_transport(e.direction, e.worker, -1),
             Event::DtlsStateChanged(e) if e.state == DtlsState::Connected => {
                 self.dtls_connect.observe(e.elapsed.as_secs_f64())
             }
@@ -381,6 +379,15 @@ impl Metrics {
                 self.stats_skipped.inc_by(e.skipped as u64);
             }
             _ => {}
+        }
+    }
+
+    fn count_transport(&self, direction: Direction, worker: usize, change: i64) {
+        self.transports
+            .with_label_values(&[direction.as_str()])
+            .add(change);
+        if let Some(worker) = self.per_worker.get(worker) {
+            worker.transports.add(change);
         }
     }
 

@@ -125,6 +125,16 @@ impl Server {
         });
     }
 
+    /// Waits for `/readyz` to fail naming worker `index`.
+    pub fn wait_unready(&self, index: usize) {
+        let check = format!("worker {index}");
+        wait_until(
+            &format!("/readyz to report {check}"),
+            DEADLINE,
+            || matches!(http_get(self.addr, "/readyz"), Ok((503, body)) if body.contains(&check)),
+        );
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -204,13 +214,18 @@ fn parse_series(series: &str) -> (String, Vec<String>) {
 
 pub fn metric_value(scrape: &str, series: &str) -> Option<f64> {
     let wanted = parse_series(series);
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (parse_series(name) == wanted).then(|| value.trim().parse().ok())?
-        })
+    scrape.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        if parse_series(name) != wanted {
+            return None;
+        }
+        value.trim().parse().ok()
+    })
+}
+
+/// The fields of a `createWebRtcTransport` for the producing transport.
+pub fn producing() -> Value {
+    json!({"producing": true, "consuming": false})
 }
 
 /// Chromium's RTP parameters for its microphone and webcam producers, captured from a real

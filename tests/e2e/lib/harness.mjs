@@ -193,7 +193,7 @@ export async function startPageServer() {
  * every interface, so outside a private namespace its media would use the machine's other
  * addresses; tests/e2e/netns.sh provides the loopback-only namespace.
  */
-export function assertLoopbackOnly() {
+function assertLoopbackOnly() {
   const others = Object.entries(networkInterfaces())
     .filter(([, addresses]) => addresses.some((a) => !a.internal))
     .map(([name]) => name);
