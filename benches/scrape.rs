@@ -73,10 +73,7 @@ async fn main() {
     );
     // Let a few stats rounds run with everyone in, so histograms and counters carry data.
     let rounds = "mediasoup_server_stats_poll_duration_seconds_count";
-    let before = server.metric(rounds);
-    common::wait_until("3 stats rounds", common::DEADLINE, || {
-        server.metric(rounds) >= before + 3.0
-    });
+    server.wait_metric_at_least(rounds, server.metric(rounds) + 3.0);
 
     let mut latencies = Vec::with_capacity(SCRAPES);
     let mut body = String::new();

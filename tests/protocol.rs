@@ -480,15 +480,14 @@ async fn bad_frames_get_a_clear_error_and_the_socket_stays_open() {
     )
     .await;
     b.ok("pauseProducer", json!({"producerId": b_mic})).await;
-    assert!(
-        server.metric(
-            "mediasoup_server_signaling_requests_total{type=\"produce\",outcome=\"error\"}"
-        ) >= 4.0
+    // The Prometheus sink counts after the fact: wait for it rather than read at once.
+    server.wait_metric_at_least(
+        "mediasoup_server_signaling_requests_total{type=\"produce\",outcome=\"error\"}",
+        4.0,
     );
-    assert!(
-        server.metric(
-            "mediasoup_server_signaling_requests_total{type=\"invalid\",outcome=\"error\"}"
-        ) >= 4.0
+    server.wait_metric_at_least(
+        "mediasoup_server_signaling_requests_total{type=\"invalid\",outcome=\"error\"}",
+        4.0,
     );
 }
 

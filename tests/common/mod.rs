@@ -167,6 +167,13 @@ impl Server {
         });
     }
 
+    /// Waits for a series to reach at least `min` (counters that other events also raise).
+    pub fn wait_metric_at_least(&self, series: &str, min: f64) {
+        wait_until(&format!("{series} >= {min}"), DEADLINE, || {
+            metric_value(&self.scrape(), series).is_some_and(|value| value >= min)
+        });
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a pid we own.
         unsafe {
