@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use mediasoup_server::config::Config;
+use mediasoup_server::fatal_signal;
 use mediasoup_server::server;
 use mediasoup_server::telemetry;
 
@@ -11,6 +12,10 @@ use mediasoup_server::telemetry;
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
+    if let Err(error) = fatal_signal::install() {
+        eprintln!("mediasoup-server: cannot install the crash reporter: {error}");
+        return ExitCode::FAILURE;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {

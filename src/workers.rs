@@ -18,6 +18,7 @@ use tracing::Span;
 
 use crate::bus::{Bus, WorkerClosed, WorkerDied, WorkerProbed, WorkerSpawned};
 use crate::config::Config;
+use crate::fatal_signal;
 use crate::health::Health;
 
 /// How often each worker is asked a cheap question, and how long it has to answer.
@@ -103,11 +104,12 @@ impl WorkerExits {
         }
     }
 
-    /// Runs first on every worker thread.
-    fn thread_initializer(&self) -> Arc<dyn Fn() + Send + Sync> {
+    /// Runs first on the thread of worker `index`.
+    fn thread_initializer(&self, index: usize) -> Arc<dyn Fn() + Send + Sync> {
         let sender = self.sender.clone();
         Arc::new(move || {
             THREAD_EXIT.with(|exit| *exit.borrow_mut() = Some(ThreadExit(sender.clone())));
+            fatal_signal::mark_worker_thread(index);
         })
     }
 
@@ -147,7 +149,7 @@ impl WorkerPool {
             settings.log_level = config.worker_log_level;
             settings.log_tags = config.worker_log_tags.clone();
             settings.rtc_port_range = config.rtc_ports.clone();
-            settings.thread_initializer = Some(exits.thread_initializer());
+            settings.thread_initializer = Some(exits.thread_initializer(index));
             let worker = manager
                 .create_worker(settings)
                 .await

@@ -184,12 +184,17 @@ impl Server {
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
+        self.wait_exit("SIGTERM")
+    }
+
+    /// Waits for the process to exit after `cause`.
+    pub fn wait_exit(&mut self, cause: &str) -> ExitStatus {
         let until = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < until, "server did not exit after SIGTERM");
+            assert!(Instant::now() < until, "server did not exit after {cause}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -433,8 +438,20 @@ impl Client {
     /// Produces `kind` (Chromium's parameters, with a fresh MID and SSRCs as a browser uses for
     /// each new track) with `mediaTag` `tag`; returns the producer id.
     pub async fn produce(&mut self, transport: &str, kind: &str, tag: &str) -> String {
+        self.produce_with(transport, kind, tag, chromium_rtp_parameters(kind))
+            .await
+    }
+
+    /// Like [`produce`](Self::produce), with `rtp_parameters` in place of Chromium's (their MID
+    /// and SSRCs are replaced the same way).
+    pub async fn produce_with(
+        &mut self,
+        transport: &str,
+        kind: &str,
+        tag: &str,
+        mut rtp_parameters: Value,
+    ) -> String {
         static NEXT_SSRC: AtomicU32 = AtomicU32::new(1_000_000);
-        let mut rtp_parameters = chromium_rtp_parameters(kind);
         rtp_parameters["mid"] = json!(self.next_mid.to_string());
         self.next_mid += 1;
         for encoding in rtp_parameters["encodings"]
@@ -476,6 +493,25 @@ pub async fn notifications(client: &mut Client, kind: &str, n: usize) -> Vec<Val
     found
 }
 
+/// The thread id of worker `index` of server process `pid`. Each worker is one thread, named
+/// `mediasoup-worker-<id>`, and the workers are spawned one after the other, so the index-th
+/// such thread by thread id is worker `index`.
+pub fn worker_thread(pid: i32, index: usize) -> i32 {
+    let mut threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let tid: i32 = t.file_name().to_string_lossy().parse().ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            comm.starts_with("mediasoup-worke").then_some(tid)
+        })
+        .collect();
+    threads.sort_unstable();
+    *threads
+        .get(index)
+        .unwrap_or_else(|| panic!("no thread for worker {index} among {threads:?}"))
+}
+
 /// Stops one worker's thread with ptrace, as a hang would; `thaw` (or dropping it) resumes it.
 /// ptrace must be driven from one thread, hence the helper thread.
 pub struct FrozenWorker {
@@ -484,23 +520,9 @@ pub struct FrozenWorker {
 }
 
 impl FrozenWorker {
-    /// Freezes worker `index` of server process `pid`. Each worker is one thread, named
-    /// `mediasoup-worker-<id>`, and the workers are spawned one after the other, so the
-    /// index-th such thread by thread id is worker `index`.
+    /// Freezes worker `index` of server process `pid` (see [`worker_thread`]).
     pub fn freeze(pid: i32, index: usize) -> FrozenWorker {
-        let mut threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter_map(|t| {
-                let tid: i32 = t.file_name().to_string_lossy().parse().ok()?;
-                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-                comm.starts_with("mediasoup-worke").then_some(tid)
-            })
-            .collect();
-        threads.sort_unstable();
-        let tid = *threads
-            .get(index)
-            .unwrap_or_else(|| panic!("no thread for worker {index} among {threads:?}"));
+        let tid = worker_thread(pid, index);
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (frozen, is_frozen) = std::sync::mpsc::channel::<()>();
         let done = std::thread::spawn(move || {

@@ -1,0 +1,232 @@
+//! Peers that leave while they hold ICE-TCP connections to their transports.
+//!
+//! The worker used to dereference a null ICE server while destroying a WebRtcTransport that had
+//! an ICE-TCP tuple, killing the whole process (worker-build/patches/
+//! webrtctransport-ice-tcp-close-reentry.patch). Browsers open such connections whenever TCP
+//! candidates are offered, and anyone can open one by hand, as these tests do: a raw TCP
+//! connection to the transport's TCP candidate carrying a valid STUN Binding Request (RFC 4571
+//! framing, the transport's ICE credentials, USE-CANDIDATE), so the worker holds a selected
+//! ICE-TCP tuple. Then the peer leaves in each way a peer can, with tuples on both of its
+//! transports, and the server must keep serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{Client, Server, DEADLINE};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
+
+const TCP_TUPLES: &str = r#"mediasoup_server_ice_selected_tuples_total{protocol="tcp"}"#;
+
+/// One ICE-TCP connection that completed a STUN Binding with USE-CANDIDATE.
+struct IceTcpTuple {
+    _stream: TcpStream,
+}
+
+impl IceTcpTuple {
+    /// Connects to the TCP candidate of `transport` (a `transportCreated` answer) and binds.
+    fn open(transport: &Value) -> IceTcpTuple {
+        let candidate = transport["iceCandidates"]
+            .as_array()
+            .expect("iceCandidates")
+            .iter()
+            .find(|c| c["protocol"] == "tcp")
+            .unwrap_or_else(|| panic!("no TCP candidate in {transport}"));
+        let address = format!(
+            "{}:{}",
+            candidate["address"].as_str().expect("candidate address"),
+            candidate["port"]
+        );
+        let ice = &transport["iceParameters"];
+        let request = binding_request(
+            ice["usernameFragment"].as_str().expect("usernameFragment"),
+            ice["password"].as_str().expect("password"),
+        );
+        let mut stream = TcpStream::connect(&address).unwrap_or_else(|e| panic!("{address}: {e}"));
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let length = u16::try_from(request.len()).expect("short request");
+        stream.write_all(&length.to_be_bytes()).expect("frame length");
+        stream.write_all(&request).expect("STUN request");
+
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).expect("response frame length");
+        let mut response = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut response).expect("response frame");
+        assert_eq!(
+            &response[..2],
+            &[0x01, 0x01],
+            "a Binding Success Response from {address}"
+        );
+        assert_eq!(&response[8..20], &request[8..20], "the request's transaction id");
+        IceTcpTuple { _stream: stream }
+    }
+}
+
+/// A STUN Binding Request as a controlling ICE agent nominating the pair (RFC 8445 7.1.2).
+fn binding_request(server_ufrag: &str, password: &str) -> Vec<u8> {
+    static TRANSACTION: AtomicU32 = AtomicU32::new(1);
+    let mut message = Vec::new();
+    message.extend_from_slice(&0x0001u16.to_be_bytes()); // Binding Request
+    message.extend_from_slice(&0u16.to_be_bytes()); // length, set below
+    message.extend_from_slice(&0x2112_A442u32.to_be_bytes()); // magic cookie
+    message.extend_from_slice(&std::process::id().to_be_bytes());
+    message.extend_from_slice(&TRANSACTION.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    message.extend_from_slice(b"ice!");
+    attribute(&mut message, 0x0006, format!("{server_ufrag}:test").as_bytes()); // USERNAME
+    attribute(&mut message, 0x0024, &0x6e00_1effu32.to_be_bytes()); // PRIORITY
+    attribute(&mut message, 0x802a, &7u64.to_be_bytes()); // ICE-CONTROLLING
+    attribute(&mut message, 0x0025, &[]); // USE-CANDIDATE
+
+    // MESSAGE-INTEGRITY covers the message with a length that already counts it (RFC 5389 15.4).
+    set_length(&mut message, 24);
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(password.as_bytes()).expect("any key size");
+    mac.update(&message);
+    attribute(&mut message, 0x0008, &mac.finalize().into_bytes());
+
+    // FINGERPRINT likewise (RFC 5389 15.5).
+    set_length(&mut message, 8);
+    let fingerprint = crc32fast::hash(&message) ^ 0x5354_554e;
+    attribute(&mut message, 0x8028, &fingerprint.to_be_bytes());
+    set_length(&mut message, 0);
+    message
+}
+
+fn attribute(message: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    message.extend_from_slice(&kind.to_be_bytes());
+    message.extend_from_slice(&u16::try_from(value.len()).expect("short").to_be_bytes());
+    message.extend_from_slice(value);
+    message.resize(message.len().next_multiple_of(4), 0);
+}
+
+/// Sets the header's length to the attributes so far plus `more` bytes to come.
+fn set_length(message: &mut [u8], more: usize) {
+    let length = u16::try_from(message.len() - 20 + more).expect("short message");
+    message[2..4].copy_from_slice(&length.to_be_bytes());
+}
+
+/// A peer that joined, produced audio and video, and holds an ICE-TCP tuple on both transports.
+struct TcpPeer {
+    client: Client,
+    _tuples: [IceTcpTuple; 2],
+}
+
+async fn join_with_tcp_tuples(server: &Server, room: &str, user: &str) -> TcpPeer {
+    let tuples_before = server.metric(TCP_TUPLES);
+    let mut client = Client::connect(&server.url(room), user).await;
+    client.ok("getRouterRtpCapabilities", json!({})).await;
+    let mut transports = Vec::new();
+    for (producing, consuming) in [(true, false), (false, true)] {
+        let fields = json!({"forceTcp": false, "producing": producing, "consuming": consuming,
+                            "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}});
+        transports.push(client.ok("createWebRtcTransport", fields).await);
+    }
+    let send = transports[0]["id"].as_str().expect("transport id").to_owned();
+    client.produce(&send, "audio", "mic").await;
+    client.produce(&send, "video", "webcam").await;
+    let tuples = [
+        IceTcpTuple::open(&transports[0]),
+        IceTcpTuple::open(&transports[1]),
+    ];
+    // The worker reports each selected tuple; both must be TCP ones.
+    server.wait_metric(TCP_TUPLES, tuples_before + 2.0);
+    TcpPeer {
+        client,
+        _tuples: tuples,
+    }
+}
+
+/// The server is alive and serves a complete new join, and everything `left` peers held is gone.
+async fn assert_still_serving(server: &Server, peers_left: f64) {
+    server.wait_metric("mediasoup_server_peers", peers_left);
+    let mut probe = Client::connect(&server.url("/after-departure"), "probe").await;
+    probe.join().await;
+    probe.close().await;
+    server.wait_metric("mediasoup_server_peers", peers_left);
+    assert_eq!(server.metric("mediasoup_server_worker_deaths_total"), 0.0);
+}
+
+async fn room_of_two(server: &Server, room: &str) -> (TcpPeer, TcpPeer) {
+    let leaver = join_with_tcp_tuples(server, room, "leaver").await;
+    let stayer = join_with_tcp_tuples(server, room, "stayer").await;
+    (leaver, stayer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_with_a_close_frame() {
+    let server = Server::start(&[]);
+    let (leaver, mut stayer) = room_of_two(&server, "/close-frame").await;
+    leaver.client.close().await;
+    stayer.client.notification_of("producerClosed").await;
+    assert_still_serving(&server, 1.0).await;
+    drop(stayer);
+    assert_still_serving(&server, 0.0).await;
+    assert_eq!(server.metric(r#"mediasoup_server_transports{direction="send"}"#), 0.0);
+    assert_eq!(server.metric(r#"mediasoup_server_transports{direction="recv"}"#), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_by_dropping_the_socket() {
+    let server = Server::start(&[]);
+    let (leaver, mut stayer) = room_of_two(&server, "/dropped").await;
+    // No close frame: the TCP connection just ends, as when a proxy restarts.
+    drop(leaver.client);
+    stayer.client.notification_of("producerClosed").await;
+    assert_still_serving(&server, 1.0).await;
+    // The leaver's ICE-TCP connections are still open on our side; closing them now is harmless.
+    drop(leaver._tuples);
+    assert_still_serving(&server, 1.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_by_connecting_again_as_the_same_user() {
+    let server = Server::start(&[]);
+    let (leaver, mut stayer) = room_of_two(&server, "/reload").await;
+    let again = join_with_tcp_tuples(&server, "/reload", "leaver").await;
+    stayer.client.notification_of("producerClosed").await;
+    assert_still_serving(&server, 2.0).await;
+    drop((leaver, again));
+    assert_still_serving(&server, 1.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_connections_that_end_first_change_nothing() {
+    let server = Server::start(&[]);
+    let (leaver, stayer) = room_of_two(&server, "/tcp-first").await;
+    let TcpPeer { client, _tuples } = leaver;
+    drop(_tuples);
+    assert_still_serving(&server, 2.0).await;
+    client.close().await;
+    assert_still_serving(&server, 1.0).await;
+    drop(stayer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_with_ice_tcp_tuples_open() {
+    let server = Server::start(&[]);
+    let peers = room_of_two(&server, "/shutdown").await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("terminate");
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert_eq!(status.signal(), None);
+    drop(peers);
+}
+
+/// A burst of departures, several tuples each, on two workers: the server survives them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_departures_in_a_row() {
+    let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
+    for round in 0..20 {
+        let room = format!("/round-{}", round % 4);
+        let peer = join_with_tcp_tuples(&server, &room, &format!("user-{round}")).await;
+        match round % 2 {
+            0 => peer.client.close().await,
+            _ => drop(peer),
+        }
+    }
+    assert_still_serving(&server, 0.0).await;
+}
