@@ -216,17 +216,32 @@ async fn shutting_down_with_ice_tcp_tuples_open() {
     drop(peers);
 }
 
-/// A burst of departures, several tuples each, on two workers: the server survives them all.
+/// Twenty departures in a row on two workers, each while its ICE-TCP connections stay open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_departures_in_a_row() {
     let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
+    let mut open_tuples = Vec::new();
     for round in 0..20 {
         let room = format!("/round-{}", round % 4);
-        let peer = join_with_tcp_tuples(&server, &room, &format!("user-{round}")).await;
+        let TcpPeer { client, _tuples } =
+            join_with_tcp_tuples(&server, &room, &format!("user-{round}")).await;
         match round % 2 {
-            0 => peer.client.close().await,
-            _ => drop(peer),
+            0 => client.close().await,
+            _ => drop(client),
         }
+        server.wait_metric("mediasoup_server_peers", 0.0);
+        // Closed by the test only at the end: the transports must go while they are open.
+        open_tuples.push(_tuples);
+    }
+    // Every worker answers a health probe sent after the last departure, so it has handled
+    // the transports' closing by now.
+    for worker in ["0", "1"] {
+        let probes = format!(
+            r#"mediasoup_server_worker_request_duration_seconds_count{{worker="{worker}"}}"#
+        );
+        let seen = server.metric(&probes);
+        server.wait_metric_at_least(&probes, seen + 1.0);
     }
     assert_still_serving(&server, 0.0).await;
+    drop(open_tuples);
 }
