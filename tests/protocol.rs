@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{notifications, producing, Client, Server};
@@ -160,6 +161,7 @@ async fn producers_reach_others_and_consumers_are_answered_in_full() {
     // The producer never hears of its own producers.
     assert!(a.has_notification_within(QUIET).await.is_none());
 
+    let mut consumers = Vec::new();
     for (producer, kind) in [(&mic, "audio"), (&cam, "video")] {
         let answer = b
             .request(
@@ -176,6 +178,7 @@ async fn producers_reach_others_and_consumers_are_answered_in_full() {
             .as_array()
             .is_some_and(|c| !c.is_empty()));
         assert_eq!(data["producerPaused"], false);
+        consumers.push(data["id"].clone());
     }
     server.wait_metric("mediasoup_server_consumers{kind=\"audio\"}", 1.0);
     server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 1.0);
@@ -183,13 +186,7 @@ async fn producers_reach_others_and_consumers_are_answered_in_full() {
     // Pause and resume own producers; consumer pause/resume/close by consumerId.
     a.ok("pauseProducer", json!({"producerId": mic})).await;
     a.ok("resumeProducer", json!({"producerId": mic})).await;
-    let consumer = b
-        .ok(
-            "consume",
-            json!({"producerId": cam, "rtpCapabilities": common::client_rtp_capabilities()}),
-        )
-        .await["id"]
-        .clone();
+    let consumer = consumers[1].clone();
     b.ok("consumerPause", json!({"consumerId": consumer})).await;
     b.ok("consumerResume", json!({"consumerId": consumer}))
         .await;
@@ -198,7 +195,46 @@ async fn producers_reach_others_and_consumers_are_answered_in_full() {
         .error("consumerResume", json!({"consumerId": consumer}))
         .await;
     assert!(error.contains("no consumer"), "{error}");
+    server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 0.0);
     drop(b_join);
+}
+
+#[tokio::test]
+async fn consuming_the_same_producer_again_answers_with_the_same_consumer() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let a_join = a.join().await;
+    b.join().await;
+    let mic = a.produce(&a_join.send, "audio", "mic").await;
+    let cam = a.produce(&a_join.send, "video", "webcam").await;
+    notifications(&mut b, "newProducer", 2).await;
+    let consume = |producer: &str| json!({"producerId": producer, "rtpCapabilities": common::client_rtp_capabilities()});
+
+    // A retry of the module (its first answer came too late) gets the first answer again.
+    let first = b.ok("consume", consume(&cam)).await;
+    let again = b.ok("consume", consume(&cam)).await;
+    assert_eq!(again, first, "a second consume of the same producer");
+    // One consumer, not two at double the bandwidth. Consuming the mic afterwards and waiting
+    // for its gauge orders the reading after everything the two video consumes published.
+    b.ok("consume", consume(&mic)).await;
+    server.wait_metric("mediasoup_server_consumers{kind=\"audio\"}", 1.0);
+    assert_eq!(
+        server.metric("mediasoup_server_consumers{kind=\"video\"}"),
+        1.0
+    );
+
+    // Closing it once closes the only one; consuming after that creates a new one.
+    b.ok("consumerClose", json!({"consumerId": first["id"]}))
+        .await;
+    let error = b
+        .error("consumerClose", json!({"consumerId": first["id"]}))
+        .await;
+    assert!(error.contains("no consumer"), "{error}");
+    server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 0.0);
+    let new = b.ok("consume", consume(&cam)).await;
+    assert_ne!(new["id"], first["id"]);
+    server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 1.0);
 }
 
 #[tokio::test]
@@ -262,18 +298,31 @@ async fn disconnect_closes_everything_and_tells_the_room() {
     let mut b = Client::connect(&server.url("/table"), B).await;
     let a_join = a.join().await;
     let b_join = b.join().await;
-    let producers = sorted(vec![
-        a.produce(&a_join.send, "audio", "mic").await,
-        a.produce(&a_join.send, "video", "webcam").await,
-    ]);
+    let mic = a.produce(&a_join.send, "audio", "mic").await;
+    let cam = a.produce(&a_join.send, "video", "webcam").await;
+    let producers = sorted(vec![mic.clone(), cam.clone()]);
     notifications(&mut b, "newProducer", 2).await;
+    // B consumes A's microphone only, so each kind's gauge has its own expected value.
     b.ok(
         "consume",
-        json!({"producerId": producers[0], "rtpCapabilities": common::client_rtp_capabilities()}),
+        json!({"producerId": mic, "rtpCapabilities": common::client_rtp_capabilities()}),
     )
     .await;
     b.produce(&b_join.send, "audio", "mic").await;
     server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 2.0);
+    server.wait_metric("mediasoup_server_producers{kind=\"audio\"}", 2.0);
+    assert_eq!(
+        server.metric("mediasoup_server_producers{kind=\"video\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("mediasoup_server_consumers{kind=\"audio\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("mediasoup_server_consumers{kind=\"video\"}"),
+        0.0
+    );
 
     a.close().await;
     let closed = notifications(&mut b, "producerClosed", 2).await;
@@ -283,6 +332,12 @@ async fn disconnect_closes_everything_and_tells_the_room() {
     server.wait_metric("mediasoup_server_producers{kind=\"video\"}", 0.0);
     server.wait_metric("mediasoup_server_consumers{kind=\"audio\"}", 0.0);
     server.wait_metric("mediasoup_server_rooms", 1.0);
+    // What is left is B's: its microphone, and no consumer of either kind.
+    server.wait_metric("mediasoup_server_producers{kind=\"audio\"}", 1.0);
+    assert_eq!(
+        server.metric("mediasoup_server_consumers{kind=\"video\"}"),
+        0.0
+    );
 
     // Last one out: the room and its router close.
     b.close().await;
@@ -651,4 +706,309 @@ async fn media_ports_are_given_back_when_peers_leave() {
             "round {round}"
         );
     }
+}
+
+/// A Chromium client's receiving capabilities with every video codec the router offers (VP8,
+/// VP9 profile 0, H264 constrained baseline), as mediasoup-client's device announces them.
+fn every_codec_rtp_capabilities() -> Value {
+    let feedback = json!([{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
+                          {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb", "parameter": ""},
+                          {"type": "transport-cc", "parameter": ""}]);
+    let video = |mime: &str, payload_type: u8, parameters: Value| {
+        [
+            json!({"kind": "video", "mimeType": mime, "clockRate": 90000, "preferredPayloadType": payload_type,
+                   "parameters": parameters, "rtcpFeedback": feedback}),
+            json!({"kind": "video", "mimeType": "video/rtx", "clockRate": 90000, "preferredPayloadType": payload_type + 1,
+                   "parameters": {"apt": payload_type}, "rtcpFeedback": []}),
+        ]
+    };
+    let opus = json!({"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2,
+                      "preferredPayloadType": 100, "parameters": {},
+                      "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]});
+    let mut codecs = vec![opus];
+    codecs.extend(video("video/VP8", 101, json!({})));
+    codecs.extend(video("video/VP9", 103, json!({"profile-id": 0})));
+    codecs.extend(video(
+        "video/H264",
+        105,
+        json!({"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"}),
+    ));
+    json!({"codecs": codecs, "headerExtensions": []})
+}
+
+/// Chromium's webcam RTP parameters with `mime` (and its RTX) in place of VP8, as Chrome sends
+/// them when it encodes with that codec.
+fn video_rtp_parameters(mime: &str, payload_type: u8, parameters: &Value) -> Value {
+    let mut rtp_parameters = common::chromium_rtp_parameters("video");
+    let feedback = rtp_parameters["codecs"][0]["rtcpFeedback"].clone();
+    rtp_parameters["codecs"] = json!([
+        {"mimeType": mime, "payloadType": payload_type, "clockRate": 90000,
+         "parameters": parameters, "rtcpFeedback": feedback},
+        {"mimeType": "video/rtx", "payloadType": payload_type + 1, "clockRate": 90000,
+         "parameters": {"apt": payload_type}, "rtcpFeedback": []},
+    ]);
+    rtp_parameters
+}
+
+#[tokio::test]
+async fn vp9_and_h264_are_produced_and_consumed() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    b.join().await;
+    let cases = [
+        (A, "video/VP9", 98, json!({"profile-id": 0})),
+        (
+            C,
+            "video/H264",
+            102,
+            json!({"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"}),
+        ),
+    ];
+    let mut producers = Vec::new();
+    for (n, (user, mime, payload_type, parameters)) in cases.iter().enumerate() {
+        let mut producer = Client::connect(&server.url("/table"), user).await;
+        let join = producer.join().await;
+        let id = producer
+            .produce_with(
+                &join.send,
+                "video",
+                "webcam",
+                video_rtp_parameters(mime, *payload_type, parameters),
+            )
+            .await;
+        let announced = b.notification_of("newProducer").await;
+        assert_eq!(announced["producerId"], id.as_str());
+        assert_eq!(
+            announced["appData"]["rtpParameters"]["codecs"][0]["mimeType"],
+            *mime
+        );
+
+        // A client that decodes VP8 only cannot consume it: the producer really is in `mime`.
+        let error = b
+            .error(
+                "consume",
+                json!({"producerId": id, "rtpCapabilities": common::client_rtp_capabilities()}),
+            )
+            .await;
+        assert!(error.contains("cannot consume"), "{mime}: {error}");
+
+        let data = b
+            .ok(
+                "consume",
+                json!({"producerId": id, "rtpCapabilities": every_codec_rtp_capabilities()}),
+            )
+            .await;
+        assert_eq!(data["producerId"], id.as_str());
+        assert_eq!(data["kind"], "video");
+        let codecs = data["rtpParameters"]["codecs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mime}: {data}"));
+        assert_eq!(codecs[0]["mimeType"], *mime, "{data}");
+        for (key, value) in parameters.as_object().expect("parameters") {
+            assert_eq!(codecs[0]["parameters"][key], *value, "{mime} {key}: {data}");
+        }
+        assert!(
+            codecs.iter().any(|c| c["mimeType"] == "video/rtx"
+                && c["parameters"]["apt"] == codecs[0]["payloadType"]),
+            "{mime} with its RTX: {data}"
+        );
+        server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", (n + 1) as f64);
+        producers.push(producer);
+    }
+    server.wait_metric("mediasoup_server_producers{kind=\"video\"}", 2.0);
+    assert_eq!(
+        server.metric("mediasoup_server_consumers{kind=\"audio\"}"),
+        0.0
+    );
+}
+
+/// The harness's quiet checks mean something only on a live socket: on a closed one they must
+/// fail instead of reporting "nothing arrived".
+#[tokio::test]
+#[should_panic(expected = "socket closed while checking that no notification arrives")]
+async fn a_quiet_check_fails_on_a_closed_socket() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server.url("/table"), A).await;
+    a.ok("getRouterRtpCapabilities", json!({})).await;
+    // An oversized frame makes the server close the socket (1009).
+    a.send_raw(Message::text("x".repeat(300 * 1024))).await;
+    let _ = a.has_notification_within(QUIET).await;
+}
+
+/// Every series of a scrape, as its name and labels without the value.
+fn series(scrape: &str) -> BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            line.rsplit_once(' ')
+                .map_or(line, |(series, _)| series)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The label values of one series (`name{a="x",b="y"}`), unescaped.
+fn label_values(series: &str) -> Vec<String> {
+    let Some((_, labels)) = series.split_once('{') else {
+        return Vec::new();
+    };
+    let mut values = Vec::new();
+    let mut chars = labels.chars();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.trim().is_empty() || name.trim() == "}" {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'), "label {name} of {series}");
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => value.extend(chars.next()),
+                Some('"') => break,
+                Some(c) => value.push(c),
+                None => panic!("unterminated label value in {series}"),
+            }
+        }
+        values.push(value);
+        match chars.next() {
+            Some(',') => {}
+            Some('}') | None => break,
+            Some(other) => panic!("unexpected {other:?} after a label value in {series}"),
+        }
+    }
+    values
+}
+
+fn looks_like_uuid(value: &str) -> bool {
+    value.len() == 36
+        && value.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Two peers in `room` who join, connect, produce (the video with a tag of their own), consume
+/// each other and send a request of an unknown type. Returns them and every name and id of
+/// theirs that a label must never carry.
+async fn busy_room(server: &Server, room: &str, n: usize) -> (Vec<Client>, Vec<String>) {
+    let mut secrets = vec![room.to_owned()];
+    let mut peers = Vec::new();
+    let mut produced = Vec::new();
+    for user in [
+        format!("ZebraQuokka{n:02}AA"),
+        format!("ZebraQuokka{n:02}BB"),
+    ] {
+        let mut peer = Client::connect(&server.url(&format!("/{room}")), &user).await;
+        let join = peer.join().await;
+        for transport in [&join.send, &join.recv] {
+            peer.ok(
+                "connectTransport",
+                json!({"transportId": transport, "dtlsParameters": common::dtls_parameters()}),
+            )
+            .await;
+        }
+        let tag = format!("quokkaTag{n}");
+        let mic = peer.produce(&join.send, "audio", "mic").await;
+        let cam = peer.produce(&join.send, "video", &tag).await;
+        let kind = format!("quokkaType{n}");
+        let error = peer.error(&kind, json!({})).await;
+        assert!(error.contains("unknown request type"), "{error}");
+        secrets.extend([
+            user,
+            tag,
+            kind,
+            join.send,
+            join.recv,
+            mic.clone(),
+            cam.clone(),
+        ]);
+        produced.push([mic, cam]);
+        peers.push(peer);
+    }
+    for (peer, others) in [(0, 1), (1, 0)] {
+        for producer in &produced[others] {
+            let consumer = peers[peer]
+                .ok(
+                    "consume",
+                    json!({"producerId": producer, "rtpCapabilities": common::client_rtp_capabilities()}),
+                )
+                .await;
+            secrets.push(consumer["id"].as_str().expect("consumer id").to_owned());
+        }
+    }
+    (peers, secrets)
+}
+
+/// Waits until the stats poller finished two more rounds, so that the last one saw everything
+/// that exists now.
+fn wait_stats_rounds(server: &Server) {
+    let series = "mediasoup_server_stats_poll_duration_seconds_count";
+    let rounds = common::metric_value(&server.scrape(), series).unwrap_or(0.0);
+    server.wait_metric_at_least(series, rounds + 2.0);
+}
+
+#[tokio::test]
+async fn metric_labels_carry_no_names_or_ids_and_do_not_grow_with_rooms() {
+    let server = Server::start(&[("MEDIASOUP_STATS_INTERVAL_SECS", "1")]);
+    let first_scrape = server.scrape();
+
+    let (mut peers, mut secrets) = busy_room(&server, "zebra-quokka-room-1", 1).await;
+    server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 2.0);
+    wait_stats_rounds(&server);
+    let one_room = server.scrape();
+
+    for n in [2, 3] {
+        let (more, names) = busy_room(&server, &format!("zebra-quokka-room-{n}"), n).await;
+        peers.extend(more);
+        secrets.extend(names);
+    }
+    // Leaving and replacing publish events that carry user ids and room names too.
+    peers.remove(2).close().await;
+    let mut again = Client::connect(&server.url("/zebra-quokka-room-3"), &peers[4].user_id).await;
+    again.ok("getRouterRtpCapabilities", json!({})).await;
+    let (code, _) = peers[4].closed().await;
+    assert_eq!(code, 4000);
+    // The sink has everything up to here once two more stats rounds are counted (the bus keeps
+    // the order); from then on these gauges only come down to their final values.
+    wait_stats_rounds(&server);
+    server.wait_metric("mediasoup_server_peers", 5.0);
+    // Room 1's two; rooms 2 and 3 lost theirs with the peer that left and the one replaced.
+    server.wait_metric("mediasoup_server_consumers{kind=\"video\"}", 2.0);
+    wait_stats_rounds(&server);
+    let three_rooms = server.scrape();
+
+    for (name, scrape) in [("one room", &one_room), ("three rooms", &three_rooms)] {
+        let values: BTreeSet<String> = series(scrape)
+            .iter()
+            .flat_map(|series| label_values(series))
+            .collect();
+        for expected in ["audio", "video", "consume", "dtls_connected", "0"] {
+            assert!(
+                values.contains(expected),
+                "{name}: label value {expected:?} not among {values:?}"
+            );
+        }
+        for series in series(scrape) {
+            for value in label_values(&series) {
+                assert!(!looks_like_uuid(&value), "{name}: an id in {series}");
+                if let Some(secret) = secrets.iter().find(|s| value.contains(s.as_str())) {
+                    panic!("{name}: {secret:?} in {series}");
+                }
+            }
+        }
+    }
+    let (one, three) = (series(&one_room), series(&three_rooms));
+    assert_eq!(
+        three.difference(&one).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "series that two more rooms added"
+    );
+    assert_eq!(
+        one.symmetric_difference(&series(&first_scrape))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "series not there from the first scrape, or gone"
+    );
+    assert_eq!(one, three);
 }

@@ -552,7 +552,8 @@ impl Peer {
     }
 
     /// Creates a paused consumer on the consuming transport; the caller resumes it with
-    /// [`start_consumer`](Self::start_consumer) once the client has the answer.
+    /// [`start_consumer`](Self::start_consumer) once the client has the answer. A producer this
+    /// peer already consumes gives the existing consumer back instead of a second one.
     pub async fn consume(
         &mut self,
         producer_id: ProducerId,
@@ -571,6 +572,15 @@ impl Peer {
             .can_consume(&producer_id, &rtp_capabilities)
         {
             return Err(PeerError::CannotConsume(producer_id));
+        }
+        // Consuming the same producer again answers with the consumer it already has
+        // (PROTOCOL.md, "Consuming a producer twice"): a retry of the module, not a second stream.
+        if let Some(existing) = self
+            .consumers
+            .values()
+            .find(|c| c.producer_id() == producer_id && !c.closed())
+        {
+            return Ok(existing.clone());
         }
         let mut options = ConsumerOptions::new(producer_id, rtp_capabilities);
         options.paused = true;

@@ -6,6 +6,7 @@
 //! counted, and the next round starts where this one stopped, so every object is sampled in turn.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +23,25 @@ pub const MAX_OBJECTS_PER_ROUND: usize = 5_000;
 pub const CONCURRENCY: usize = 16;
 
 /// Cumulative counters of one object at its previous sample.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counters {
     bytes: u64,
     nacks: u64,
     plis: u64,
     firs: u64,
+}
+
+impl Counters {
+    /// What was counted since `then`; a counter that went backwards (a restarted stream) counts
+    /// nothing rather than wrapping around.
+    fn since(self, then: Counters) -> Counters {
+        Counters {
+            bytes: self.bytes.saturating_sub(then.bytes),
+            nacks: self.nacks.saturating_sub(then.nacks),
+            plis: self.plis.saturating_sub(then.plis),
+            firs: self.firs.saturating_sub(then.firs),
+        }
+    }
 }
 
 /// The numbers of one stats sample, before deltas.
@@ -114,6 +128,40 @@ fn take_round<T>(mut objects: Vec<T>, cap: usize, start: &mut usize) -> (Vec<T>,
     (objects, skipped)
 }
 
+/// Turns one round's cumulative counters into deltas since each object's previous sample, and
+/// leaves in `previous` what the next round compares against. An object without a sample this
+/// round (`unsampled`: left out by the cap; or sampled with `None`: its stats request failed)
+/// keeps its previous counters, so that its next delta spans the rounds it missed instead of
+/// counting its whole history again. An object in neither list is gone and forgotten.
+fn settle_round<K: Hash + Eq, S>(
+    previous: &mut HashMap<K, Counters>,
+    unsampled: impl IntoIterator<Item = K>,
+    sampled: Vec<(K, Option<S>)>,
+    counters: impl Fn(&S) -> Counters,
+) -> Vec<(S, Counters)> {
+    let mut before = std::mem::take(previous);
+    let keep = |key: K, before: &mut HashMap<K, Counters>, previous: &mut HashMap<K, Counters>| {
+        if let Some(counters) = before.remove(&key) {
+            previous.insert(key, counters);
+        }
+    };
+    for key in unsampled {
+        keep(key, &mut before, previous);
+    }
+    let mut deltas = Vec::new();
+    for (key, sample) in sampled {
+        let Some(sample) = sample else {
+            keep(key, &mut before, previous);
+            continue;
+        };
+        let then = before.remove(&key).unwrap_or_default();
+        let now = counters(&sample);
+        previous.insert(key, now);
+        deltas.push((sample, now.since(then)));
+    }
+    deltas
+}
+
 /// Polls every `period` until dropped.
 pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
     let mut previous: HashMap<String, Counters> = HashMap::new();
@@ -137,14 +185,7 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
         }
         let (objects, skipped) = take_round(objects, MAX_OBJECTS_PER_ROUND, &mut start);
         let polled = objects.len();
-        // A skipped object keeps its previous counters, so its next delta spans both rounds.
-        let mut current: HashMap<String, Counters> = skipped
-            .iter()
-            .filter_map(|object| {
-                let key = object.key();
-                previous.remove(&key).map(|counters| (key, counters))
-            })
-            .collect();
+        let unsampled: Vec<String> = skipped.iter().map(Object::key).collect();
         let skipped = skipped.len();
 
         let samples: Vec<(String, Option<Sample>)> = stream::iter(objects)
@@ -153,20 +194,17 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
             .collect()
             .await;
 
-        for (key, sample) in samples {
-            let Some(sample) = sample else { continue };
-            let before = previous.get(&key).copied().unwrap_or_default();
-            let now = sample.counters;
+        for (sample, delta) in settle_round(&mut previous, unsampled, samples, |s| s.counters) {
             rooms.bus().emit(
                 &Span::none(),
                 MediaSampled {
                     kind: sample.kind,
                     flow: sample.flow,
-                    bytes: now.bytes.saturating_sub(before.bytes),
+                    bytes: delta.bytes,
                     bitrate: sample.bitrate,
-                    nacks: now.nacks.saturating_sub(before.nacks),
-                    plis: now.plis.saturating_sub(before.plis),
-                    firs: now.firs.saturating_sub(before.firs),
+                    nacks: delta.nacks,
+                    plis: delta.plis,
+                    firs: delta.firs,
                     loss: f64::from(sample.fraction_lost) / 256.0,
                     rtt: sample
                         .rtt_ms
@@ -174,9 +212,7 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
                         .map(|ms| Duration::from_secs_f64(f64::from(ms) / 1000.0)),
                 },
             );
-            current.insert(key, now);
         }
-        previous = current;
         rooms.bus().emit(
             &Span::none(),
             StatsPolled {
@@ -190,7 +226,93 @@ pub async fn poll_forever(rooms: Arc<Rooms>, period: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::take_round;
+    use std::collections::HashMap;
+
+    use super::{settle_round, take_round, Counters};
+
+    fn counters(bytes: u64, nacks: u64) -> Counters {
+        Counters {
+            bytes,
+            nacks,
+            plis: nacks * 2,
+            firs: nacks * 3,
+        }
+    }
+
+    /// One round: `sampled` are (object, its cumulative counters or None for a failed sample);
+    /// returns each sampled object's delta.
+    fn round(
+        previous: &mut HashMap<&'static str, Counters>,
+        unsampled: &[&'static str],
+        sampled: &[(&'static str, Option<Counters>)],
+    ) -> Vec<(&'static str, Counters)> {
+        let sampled = sampled
+            .iter()
+            .map(|(key, counters)| (*key, counters.map(|c| (*key, c))))
+            .collect();
+        let mut deltas = settle_round(previous, unsampled.iter().copied(), sampled, |s| s.1)
+            .into_iter()
+            .map(|((key, _), delta)| (key, delta))
+            .collect::<Vec<_>>();
+        deltas.sort_by_key(|(key, _)| *key);
+        deltas
+    }
+
+    #[test]
+    fn deltas_count_only_what_happened_since_the_previous_sample() {
+        let mut previous = HashMap::new();
+        let first = round(&mut previous, &[], &[("p", Some(counters(1000, 4)))]);
+        assert_eq!(first, [("p", counters(1000, 4))]);
+        let second = round(&mut previous, &[], &[("p", Some(counters(1500, 5)))]);
+        assert_eq!(second, [("p", counters(500, 1))]);
+    }
+
+    #[test]
+    fn a_failed_sample_keeps_the_previous_counters_for_the_next_delta() {
+        let mut previous = HashMap::new();
+        round(
+            &mut previous,
+            &[],
+            &[
+                ("p", Some(counters(1000, 4))),
+                ("c", Some(counters(700, 1))),
+            ],
+        );
+        // The producer's stats request fails this round; the consumer's does not.
+        let failed = round(
+            &mut previous,
+            &[],
+            &[("p", None), ("c", Some(counters(900, 1)))],
+        );
+        assert_eq!(failed, [("c", counters(200, 0))]);
+        // Its next delta spans both rounds, not its whole history.
+        let next = round(
+            &mut previous,
+            &[],
+            &[
+                ("p", Some(counters(1800, 6))),
+                ("c", Some(counters(950, 2))),
+            ],
+        );
+        assert_eq!(next, [("c", counters(50, 1)), ("p", counters(800, 2))]);
+    }
+
+    #[test]
+    fn a_skipped_object_keeps_its_counters_and_a_gone_one_is_forgotten() {
+        let mut previous = HashMap::new();
+        round(
+            &mut previous,
+            &[],
+            &[
+                ("p", Some(counters(1000, 4))),
+                ("gone", Some(counters(5, 0))),
+            ],
+        );
+        assert!(round(&mut previous, &["p"], &[]).is_empty());
+        assert!(!previous.contains_key("gone"), "{previous:?}");
+        let next = round(&mut previous, &[], &[("p", Some(counters(1200, 4)))]);
+        assert_eq!(next, [("p", counters(200, 0))]);
+    }
 
     #[test]
     fn rounds_over_the_cap_take_every_object_in_turn() {
