@@ -33,6 +33,10 @@ for what in "$@"; do
         nspawn)
             need_apt debootstrap debootstrap
             need_apt systemd-nspawn systemd-container
+            need_apt curl curl
+            need_apt nsenter util-linux
+            need_apt pgrep procps
+            need_apt flock util-linux
             ;;
         *) echo "install-tools.sh: unknown group '$what' (build, test, nspawn)" >&2; exit 2 ;;
     esac
