@@ -9,19 +9,29 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  FIXTURE_PATH,
-  FatalError,
-  REPO_ROOT,
-  launchBrowser,
-  poll,
-  promtoolCheckMetrics,
-  scrape,
-  startPageServer,
-  startServer,
-} from './lib/harness.mjs';
+  EMPTY,
+  JOIN_FAILURES,
+  JOIN_STAGES,
+  KINDS,
+  MEDIA_TIMEOUT_MS,
+  REQUEST_TYPES,
+  SIGNALING_TIMEOUT_MS,
+  assertMediaDecodes,
+  assertPromtoolClean,
+  byLabel,
+  leaveAll,
+  newProducersSeen,
+  occupancy,
+  scenario,
+  sortedIds,
+  waitConsumersExactly,
+  waitNotification,
+  waitOccupancy,
+} from './lib/checks.mjs';
+import { FIXTURE_PATH, REPO_ROOT, launchBrowser, poll, scrape, startPageServer, startServer } from './lib/harness.mjs';
 
-const MEDIA_TIMEOUT_MS = 30_000;
-const SIGNALING_TIMEOUT_MS = 15_000;
+// mediasoup sends bandwidth probation packets on this SSRC (mid "probator").
+const PROBATOR_SSRC = 1234;
 
 let pageServer;
 let browser;
@@ -35,104 +45,6 @@ after(async () => {
   await browser?.close();
   await pageServer?.close();
 });
-
-/**
- * Runs the steps of one scenario as subtests. After a failed step the rest are skipped
- * (they build on it), and the server's output and the pages' consoles are printed.
- */
-function scenario(t, server) {
-  let failedStep = null;
-  return async function step(name, body) {
-    const skip = failedStep ? `skipped because "${failedStep}" failed` : false;
-    await t.test(name, { skip }, async () => {
-      try {
-        await Promise.race([
-          body(),
-          server.died.then((status) => {
-            throw new Error(`the server process died during this step: ${JSON.stringify(status)}`);
-          }),
-        ]);
-      } catch (error) {
-        failedStep = name;
-        const serverLog = server.log().split('\n').slice(-80).join('\n');
-        console.error(`--- server output (last 80 lines) ---\n${serverLog}\n${browser.diagnostics()}`);
-        throw error;
-      }
-    });
-  };
-}
-
-/** Fails the poll at once when the page recorded an error (a consume that threw, a bad frame). */
-async function assertNoPageErrors(peer) {
-  const errors = await peer.errors();
-  if (errors.length > 0) {
-    throw new FatalError(`peer ${peer.name} recorded errors: ${errors.join('; ')}`);
-  }
-}
-
-/** Closes the peers still connected; a failure here is reported but does not stop the cleanup. */
-async function leaveAll(peers) {
-  const results = await Promise.allSettled(peers.filter((p) => !p.page.isClosed()).map((p) => p.leave()));
-  for (const result of results) {
-    if (result.status === 'rejected') console.error(`leaving a peer failed: ${result.reason}`);
-  }
-}
-
-const sortedIds = (ids) => [...ids].sort();
-
-/** Waits until `peer` consumes exactly the producers `producerIds`. */
-async function waitConsumersExactly(peer, producerIds) {
-  const want = sortedIds(producerIds);
-  return poll(
-    async () => {
-      await assertNoPageErrors(peer);
-      const consumers = await peer.consumers();
-      const have = sortedIds(consumers.map((c) => c.producerId));
-      return JSON.stringify(have) === JSON.stringify(want) && consumers;
-    },
-    { timeoutMs: SIGNALING_TIMEOUT_MS, what: `peer ${peer.name} to consume exactly ${want.join(', ')}` },
-  );
-}
-
-/**
- * getStats() twice: waits until every consumer of `producerIds` at `peer` received bytes,
- * then until each one received strictly more. Returns the two samples by producer id.
- */
-async function assertBytesGrow(peer, producerIds) {
-  const pick = (stats) => new Map(stats.consumers.map((c) => [c.producerId, c]));
-  const first = await poll(
-    async () => {
-      await assertNoPageErrors(peer);
-      const byProducer = pick(await peer.stats());
-      return producerIds.every((id) => byProducer.get(id)?.bytesReceived > 0) && byProducer;
-    },
-    { timeoutMs: MEDIA_TIMEOUT_MS, what: `peer ${peer.name} to receive RTP bytes from ${producerIds.join(', ')}` },
-  );
-  const second = await poll(
-    async () => {
-      const byProducer = pick(await peer.stats());
-      return producerIds.every((id) => byProducer.get(id)?.bytesReceived > first.get(id).bytesReceived) && byProducer;
-    },
-    { timeoutMs: MEDIA_TIMEOUT_MS, what: `inbound-rtp bytesReceived at peer ${peer.name} to keep growing` },
-  );
-  return { first, second };
-}
-
-/** The newProducer notifications `peer` got, by producer id. */
-async function newProducersSeen(peer) {
-  const notes = await peer.notifications();
-  return new Map(notes.filter((n) => n.type === 'newProducer').map((n) => [n.producerId, n]));
-}
-
-async function waitNotification(peer, type, producerIds) {
-  return poll(
-    async () => {
-      const notes = (await peer.notifications()).filter((n) => n.type === type);
-      return producerIds.every((id) => notes.some((n) => n.producerId === id)) && notes;
-    },
-    { timeoutMs: SIGNALING_TIMEOUT_MS, what: `peer ${peer.name} to get ${type} for ${producerIds.join(', ')}` },
-  );
-}
 
 function assertTransportAnswer(answer, what) {
   assert.equal(typeof answer.id, 'string', `${what}: id`);
@@ -163,17 +75,17 @@ function rtpShape(rtpParameters) {
   };
 }
 
-test('signaling and media: two peers, a late joiner, a departure, room isolation', async (t) => {
+test('signaling and media: two peers, a late joiner, a departure, two rooms kept apart', async (t) => {
   const server = await startServer();
-  const step = scenario(t, server);
-  const [a, b, c, d] = await Promise.all(['A', 'B', 'C', 'D'].map((name) => browser.newPeer(name)));
+  const step = scenario(t, server, () => browser.diagnostics());
+  const [a, b, c, d, g] = await Promise.all(['A', 'B', 'C', 'D', 'G'].map((name) => browser.newPeer(name)));
   const table1 = server.wsUrl('table-1');
   const table2 = server.wsUrl('table-2');
   const produced = {};
   const joined = {};
 
   try {
-    await step('A and B join table-1, produce mic + webcam and consume each other with growing audio and video bytes', async () => {
+    await step('A and B join table-1, produce mic + webcam and consume each other: video frames and audio samples decode', async () => {
       for (const peer of [a, b]) {
         joined[peer.name] = await peer.join(table1);
         const { routerRtpCapabilities, sendTransport, recvTransport } = joined[peer.name];
@@ -213,7 +125,7 @@ test('signaling and media: two peers, a late joiner, a departure, room isolation
       }
 
       for (const [peer, owner] of [[a, 'B'], [b, 'A']]) {
-        const { second } = await assertBytesGrow(peer, ids(owner));
+        const { second } = await assertMediaDecodes(peer, ids(owner));
         assert.deepEqual(
           sortedIds([...second.values()].map((s) => s.kind)),
           ['audio', 'video'],
@@ -262,7 +174,7 @@ test('signaling and media: two peers, a late joiner, a departure, room isolation
         }
       }
       await waitConsumersExactly(c, all.map((p) => p.id));
-      await assertBytesGrow(c, all.map((p) => p.id));
+      await assertMediaDecodes(c, all.map((p) => p.id));
     });
 
     await step('A closes its socket: B and C get producerClosed for both of its producers and drop those consumers', async () => {
@@ -277,38 +189,71 @@ test('signaling and media: two peers, a late joiner, a departure, room isolation
         assert.ok(ended.every((e) => e.trackState === 'ended'), `peer ${peer.name}: A's tracks ended`);
       }
       await waitConsumersExactly(c, [produced.B.mic.id, produced.B.webcam.id]);
-      await assertBytesGrow(c, [produced.B.mic.id, produced.B.webcam.id]);
+      await assertMediaDecodes(c, [produced.B.mic.id, produced.B.webcam.id]);
     });
 
-    await step('D in table-2 gets nothing from table-1, and table-1 gets nothing from D', async () => {
-      await d.join(table2);
-      produced.D = { mic: await d.produce('mic'), webcam: await d.produce('webcam') };
+    await step('D and G in table-2 play only each other\'s media; nothing crosses between table-1 and table-2', async () => {
+      for (const peer of [d, g]) {
+        await peer.join(table2);
+        produced[peer.name] = { mic: await peer.produce('mic'), webcam: await peer.produce('webcam') };
+      }
       // B restarts its webcam the module's way (new produce with the same mediaTag): C must
-      // get producerClosed for the old producer and newProducer for the new one; D nothing.
+      // get producerClosed for the old producer and newProducer for the new one; D and G nothing.
       const oldWebcam = produced.B.webcam;
       produced.B.webcam = await b.produce('webcam');
       await waitNotification(c, 'producerClosed', [oldWebcam.id]);
       await waitNotification(c, 'newProducer', [produced.B.webcam.id]);
       await waitConsumersExactly(c, [produced.B.mic.id, produced.B.webcam.id]);
-      await assertBytesGrow(c, [produced.B.webcam.id]);
-      // A round trip on D's socket: anything queued for D before it has been delivered.
-      await d.request('getRouterRtpCapabilities');
+      await assertMediaDecodes(c, [produced.B.webcam.id]);
 
-      const foreign = (await d.notifications()).filter(
-        (n) => n.type === 'newProducer' && n.userId !== d.userId,
-      );
-      assert.deepEqual(foreign, [], 'D (table-2) got newProducer from another room');
-      assert.deepEqual(await d.consumers(), [], 'D consumes nothing');
-      const dStats = await d.stats();
-      assert.equal(dStats.recvTransportInboundBytes, 0, 'D received no RTP');
-      const dIds = [produced.D.mic.id, produced.D.webcam.id];
-      for (const peer of [b, c]) {
-        const leaked = (await peer.notifications()).filter((n) => dIds.includes(n.producerId));
-        assert.deepEqual(leaked, [], `peer ${peer.name} (table-1) was told about D's producers`);
+      const ids = (name) => [produced[name].mic.id, produced[name].webcam.id];
+      await waitConsumersExactly(d, ids('G'));
+      await waitConsumersExactly(g, ids('D'));
+      await assertMediaDecodes(d, ids('G'));
+      await assertMediaDecodes(g, ids('D'));
+      // A round trip on each socket: anything queued for it before has been delivered.
+      for (const peer of [b, c, d, g]) await peer.request('getRouterRtpCapabilities');
+
+      const table2Ids = [...ids('D'), ...ids('G')];
+      for (const peer of [d, g]) {
+        const foreign = (await peer.notifications()).filter(
+          (n) => n.type === 'newProducer' && !table2Ids.includes(n.producerId),
+        );
+        assert.deepEqual(foreign, [], `${peer.name} (table-2) got newProducer from another room`);
+        // Every RTP stream the browser's receiving PeerConnection has is one of its consumers
+        // (or mediasoup's bandwidth probator, SSRC 1234, which mediasoup-client always receives).
+        const stats = await peer.stats();
+        assert.deepEqual(
+          sortedIds(stats.recvTransportInbound.filter((s) => s.ssrc !== PROBATOR_SSRC).map((s) => String(s.ssrc))),
+          sortedIds(stats.consumers.map((x) => String(x.ssrc))),
+          `${peer.name}: inbound RTP streams are exactly its consumers' (SSRCs)`,
+        );
       }
+      for (const peer of [b, c]) {
+        const leaked = (await peer.notifications()).filter((n) => table2Ids.includes(n.producerId));
+        assert.deepEqual(leaked, [], `peer ${peer.name} (table-1) was told about table-2's producers`);
+      }
+      // The server's own count: no consumer crosses rooms. table-1: C consumes B's mic and
+      // webcam (B consumes nobody: A left, C does not produce); table-2: D and G consume each other.
+      await waitOccupancy(
+        server,
+        {
+          rooms: 2,
+          peers: 4,
+          sendTransports: 4,
+          recvTransports: 4,
+          audioProducers: 3,
+          videoProducers: 3,
+          audioConsumers: 3,
+          videoConsumers: 3,
+          workerRooms: 2,
+          workerTransports: 8,
+        },
+        'consumers only within each room: 3 audio + 3 video (C of B, D of G, G of D)',
+      );
     });
   } finally {
-    await leaveAll([a, b, c, d]);
+    await leaveAll([a, b, c, d, g]);
     const status = await server.stop();
     await step('SIGTERM stops the server with exit code 0', async () => {
       assert.deepEqual(status, { code: 0, signal: null });
@@ -316,105 +261,77 @@ test('signaling and media: two peers, a late joiner, a departure, room isolation
   }
 });
 
-const REQUEST_TYPES = ['getRouterRtpCapabilities', 'createWebRtcTransport', 'connectTransport', 'produce', 'consume'];
-const KINDS = ['audio', 'video'];
-
-/** [name, labels] of every series the contract says is present from start-up. */
+/** [name, labels] of every series the README's Metrics table promises from start-up. */
 function contractSeries() {
   const series = [
-    ['mediasoup_server_build_info', {}],
     ['mediasoup_server_ready', {}],
     ['mediasoup_server_workers_configured', {}],
     ['mediasoup_server_workers_alive', {}],
     ['mediasoup_server_worker_deaths_total', {}],
     ['mediasoup_server_rooms', {}],
     ['mediasoup_server_peers', {}],
-    ['mediasoup_server_dtls_connect_duration_seconds_count', {}],
-    ['mediasoup_server_rtt_seconds_count', {}],
-    ['mediasoup_server_bus_events_dropped_total', {}],
+    ['mediasoup_server_stats_objects_skipped_total', {}],
     ['process_cpu_seconds_total', {}],
     ['process_resident_memory_bytes', {}],
     ['process_open_fds', {}],
     ['process_start_time_seconds', {}],
   ];
+  // A histogram is its _bucket{le="+Inf"}, _sum and _count series.
+  const histogram = (name, labels = {}) => {
+    series.push([`${name}_bucket`, { ...labels, le: '+Inf' }], [`${name}_sum`, labels], [`${name}_count`, labels]);
+  };
+  histogram('mediasoup_server_dtls_connect_duration_seconds');
+  histogram('mediasoup_server_rtt_seconds');
+  histogram('mediasoup_server_stats_poll_duration_seconds');
   for (const direction of ['send', 'recv']) series.push(['mediasoup_server_transports', { direction }]);
   for (const kind of KINDS) {
     series.push(['mediasoup_server_producers', { kind }], ['mediasoup_server_consumers', { kind }]);
-    series.push(['mediasoup_server_producer_score_count', { kind }], ['mediasoup_server_consumer_score_count', { kind }]);
-    series.push(['mediasoup_server_packet_loss_ratio_count', { kind }]);
+    histogram('mediasoup_server_producer_score', { kind });
+    histogram('mediasoup_server_consumer_score', { kind });
+    histogram('mediasoup_server_packet_loss_ratio', { kind });
     for (const direction of ['in', 'out']) series.push(['mediasoup_server_media_bytes_total', { direction, kind }]);
     for (const type of ['nack', 'pli', 'fir']) series.push(['mediasoup_server_rtcp_feedback_total', { type, kind }]);
   }
-  for (const stage of ['socket_opened', 'rtp_capabilities', 'transports_created', 'ice_connected', 'dtls_connected', 'first_media']) {
-    series.push(['mediasoup_server_join_funnel_total', { stage }]);
-  }
-  for (const reason of ['bad_request', 'transport_failed', 'ice_failed', 'dtls_failed', 'disconnected_early']) {
-    series.push(['mediasoup_server_join_failures_total', { reason }]);
-  }
+  for (const stage of JOIN_STAGES) series.push(['mediasoup_server_join_funnel_total', { stage }]);
+  for (const reason of JOIN_FAILURES) series.push(['mediasoup_server_join_failures_total', { reason }]);
   for (const type of REQUEST_TYPES) {
     for (const outcome of ['ok', 'error']) series.push(['mediasoup_server_signaling_requests_total', { type, outcome }]);
-    series.push(['mediasoup_server_signaling_request_duration_seconds_count', { type }]);
+    histogram('mediasoup_server_signaling_request_duration_seconds', { type });
   }
+  for (const protocol of ['udp', 'tcp']) series.push(['mediasoup_server_ice_selected_tuples_total', { protocol }]);
   for (const worker of ['0', '1']) {
-    series.push(['mediasoup_server_worker_request_duration_seconds_count', { worker }]);
+    histogram('mediasoup_server_worker_request_duration_seconds', { worker });
     series.push(['mediasoup_server_worker_rooms', { worker }], ['mediasoup_server_worker_transports', { worker }]);
   }
+  // The sinks every server runs (systemd only under systemd, otlp only when configured).
+  for (const sink of ['log', 'prometheus']) series.push(['mediasoup_server_bus_events_dropped_total', { sink }]);
   return series;
 }
 
-/** The object-count gauges, all of which are 0 in an empty server. */
-function occupancy(metrics) {
-  return {
-    rooms: metrics.value('mediasoup_server_rooms'),
-    peers: metrics.value('mediasoup_server_peers'),
-    sendTransports: metrics.value('mediasoup_server_transports', { direction: 'send' }),
-    recvTransports: metrics.value('mediasoup_server_transports', { direction: 'recv' }),
-    audioProducers: metrics.value('mediasoup_server_producers', { kind: 'audio' }),
-    videoProducers: metrics.value('mediasoup_server_producers', { kind: 'video' }),
-    audioConsumers: metrics.value('mediasoup_server_consumers', { kind: 'audio' }),
-    videoConsumers: metrics.value('mediasoup_server_consumers', { kind: 'video' }),
-    workerRooms: metrics.value('mediasoup_server_worker_rooms'),
-    workerTransports: metrics.value('mediasoup_server_worker_transports'),
-  };
-}
-
-const EMPTY = {
-  rooms: 0,
-  peers: 0,
-  sendTransports: 0,
-  recvTransports: 0,
-  audioProducers: 0,
-  videoProducers: 0,
-  audioConsumers: 0,
-  videoConsumers: 0,
-  workerRooms: 0,
-  workerTransports: 0,
-};
-
-async function waitOccupancy(server, want, what) {
-  let last;
-  try {
-    return await poll(
-      async () => {
-        last = occupancy(await scrape(server));
-        return JSON.stringify(last) === JSON.stringify(want) && last;
-      },
-      { timeoutMs: SIGNALING_TIMEOUT_MS, what },
-    );
-  } catch (error) {
-    assert.deepEqual(last, want, error.message);
-    throw error;
+/**
+ * The metric names the README's "### Metrics" table lists (`_x` short for
+ * `mediasoup_server_x`; histograms by their base name), so that a metric added there
+ * without a series here fails the test.
+ */
+async function readmeMetricNames() {
+  const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+  const section = readme.split(/^### Metrics$/m)[1]?.split(/^#{2,3} /m)[0];
+  assert.ok(section, 'README.md has a "### Metrics" section');
+  const names = new Set();
+  for (const row of section.split('\n').filter((line) => line.startsWith('| `'))) {
+    const firstCell = row.split('|')[1];
+    for (const [, token] of firstCell.matchAll(/`([^`]+)`/g)) {
+      const name = token.replace(/\{.*\}$/, '');
+      names.add(name.startsWith('_') ? `mediasoup_server${name}` : name);
+    }
   }
-}
-
-function assertPromtoolClean(metrics, when) {
-  const { status, output } = promtoolCheckMetrics(metrics.text);
-  assert.equal(status, 0, `promtool check metrics on the ${when} scrape exited ${status}:\n${output}`);
+  assert.ok(names.size >= 25, `README Metrics table parsed to only ${names.size} names: ${[...names].join(', ')}`);
+  return [...names];
 }
 
 test('metrics: /metrics passes promtool and follows joins, media, errors and leaves', async (t) => {
   const server = await startServer();
-  const step = scenario(t, server);
+  const step = scenario(t, server, () => browser.diagnostics());
   const [e, f] = await Promise.all(['E', 'F'].map((name) => browser.newPeer(name)));
   const room = server.wsUrl('metrics-room');
   const produced = {};
@@ -429,14 +346,34 @@ test('metrics: /metrics passes promtool and follows joins, media, errors and lea
         [],
         'series missing from the start-up scrape',
       );
-      assert.equal(metrics.value('mediasoup_server_build_info'), 1);
+      const readmeNames = await readmeMetricNames();
+      const contractNames = new Set(contractSeries().map(([name]) => name.replace(/_(bucket|sum|count)$/, '')));
+      const uncovered = readmeNames.filter(
+        (name) => !contractNames.has(name) && !name.startsWith('process_') && name !== 'mediasoup_server_build_info',
+      );
+      assert.deepEqual(uncovered, [], 'README Metrics table lists metrics that contractSeries() does not check');
+      const absent = readmeNames.filter((name) => !metrics.samples.some((s) => s.name === name || s.name.startsWith(`${name}_`)));
+      assert.deepEqual(absent, [], 'README Metrics table lists metrics the start-up scrape lacks');
+      const [buildInfo] = metrics.matching('mediasoup_server_build_info');
+      assert.match(buildInfo?.labels.version ?? '', /^\d+\.\d+\.\d+/, 'build_info{version} names the version');
+      assert.equal(buildInfo.value, 1);
       assert.equal(metrics.value('mediasoup_server_ready'), 1);
       assert.equal(metrics.value('mediasoup_server_workers_configured'), 2);
       assert.equal(metrics.value('mediasoup_server_workers_alive'), 2);
       assert.deepEqual(occupancy(metrics), EMPTY);
+      // Every counter and histogram is still at zero, but for what runs on its own.
+      const moved = metrics.samples.filter(
+        (s) =>
+          s.name.startsWith('mediasoup_server_') &&
+          (s.name.endsWith('_total') || s.name.endsWith('_count')) &&
+          !s.name.startsWith('mediasoup_server_worker_request_duration_seconds') &&
+          !s.name.startsWith('mediasoup_server_stats_poll_duration_seconds') &&
+          s.value !== 0,
+      );
+      assert.deepEqual(moved, [], 'counters at rest (only the worker probes and stats rounds run on their own)');
     });
 
-    await step('peers/transports/producers/consumers gauges, join funnel and request counters rise as E and F join', async () => {
+    await step('peers/transports/producers/consumers gauges, request counters and the join funnel (once per peer and stage) as E and F join', async () => {
       for (const peer of [e, f]) {
         await peer.join(room);
         produced[peer.name] = { mic: await peer.produce('mic'), webcam: await peer.produce('webcam') };
@@ -463,27 +400,43 @@ test('metrics: /metrics passes promtool and follows joins, media, errors and lea
         Object.fromEntries(
           REQUEST_TYPES.map((type) => [type, m.value('mediasoup_server_signaling_requests_total', { type, outcome })]),
         );
-      const wantOk = { getRouterRtpCapabilities: 2, createWebRtcTransport: 4, connectTransport: 4, produce: 4, consume: 4 };
+      const wantOk = {
+        ...Object.fromEntries(REQUEST_TYPES.map((type) => [type, 0])),
+        getRouterRtpCapabilities: 2,
+        createWebRtcTransport: 4,
+        connectTransport: 4,
+        produce: 4,
+        consume: 4,
+      };
+      const funnel = (m) => byLabel(m, 'mediasoup_server_join_funnel_total', 'stage', JOIN_STAGES);
       // Counters may trail the answers a little: wait until they reach their final values.
       const metrics = await poll(
         async () => {
           const m = await scrape(server);
           const ok = requests(m, 'ok');
           return (
-            m.value('mediasoup_server_join_funnel_total', { stage: 'first_media' }) >= 2 &&
+            JOIN_STAGES.every((stage) => funnel(m)[stage] >= 2) &&
             m.value('mediasoup_server_dtls_connect_duration_seconds_count') >= 4 &&
+            m.value('mediasoup_server_ice_selected_tuples_total') >= 4 &&
             REQUEST_TYPES.every((type) => ok[type] >= wantOk[type]) &&
             m
           );
         },
-        { timeoutMs: MEDIA_TIMEOUT_MS, what: 'first_media, DTLS durations and request counters to reach their values' },
+        { timeoutMs: MEDIA_TIMEOUT_MS, what: 'join funnel, DTLS durations, ICE tuples and request counters to reach their values' },
       );
-      for (const stage of ['socket_opened', 'rtp_capabilities', 'transports_created', 'ice_connected', 'dtls_connected']) {
-        assert.ok(
-          metrics.value('mediasoup_server_join_funnel_total', { stage }) >= 2,
-          `join_funnel_total{stage="${stage}"} >= 2`,
-        );
-      }
+      // Exactly once per peer and stage: E and F.
+      assert.deepEqual(funnel(metrics), Object.fromEntries(JOIN_STAGES.map((stage) => [stage, 2])), 'join_funnel_total by stage');
+      assert.deepEqual(
+        byLabel(metrics, 'mediasoup_server_join_failures_total', 'reason', JOIN_FAILURES),
+        Object.fromEntries(JOIN_FAILURES.map((reason) => [reason, 0])),
+        'join_failures_total by reason',
+      );
+      // Over loopback every transport's ICE path is UDP.
+      assert.ok(
+        metrics.value('mediasoup_server_ice_selected_tuples_total', { protocol: 'udp' }) >= 4,
+        'ice_selected_tuples_total{protocol="udp"}: at least one per transport',
+      );
+      assert.equal(metrics.value('mediasoup_server_ice_selected_tuples_total', { protocol: 'tcp' }), 0, 'no TCP path over loopback');
       assert.deepEqual(requests(metrics, 'ok'), wantOk, 'signaling_requests_total{outcome="ok"} by type');
       assert.deepEqual(
         requests(metrics, 'error'),
@@ -510,17 +463,27 @@ test('metrics: /metrics passes promtool and follows joins, media, errors and lea
         },
         { timeoutMs: MEDIA_TIMEOUT_MS, what: `media_bytes_total ${JSON.stringify(series)} to be > 0` },
       );
+      // Scores come from the workers and samples from the 1 s stats rounds: wait for each.
+      const observed = (m) => [
+        ...KINDS.flatMap((kind) => [
+          [`producer_score_count{kind="${kind}"}`, m.value('mediasoup_server_producer_score_count', { kind })],
+          [`consumer_score_count{kind="${kind}"}`, m.value('mediasoup_server_consumer_score_count', { kind })],
+          [`packet_loss_ratio_count{kind="${kind}"}`, m.value('mediasoup_server_packet_loss_ratio_count', { kind })],
+        ]),
+        ['stats_poll_duration_seconds_count', m.value('mediasoup_server_stats_poll_duration_seconds_count')],
+      ];
       const live = await poll(
         async () => {
           const m = await scrape(server);
-          return bytes(m).every((v, i) => v > first[i]) && m;
+          return bytes(m).every((v, i) => v > first[i]) && observed(m).every(([, v]) => v > 0) && m;
         },
-        { timeoutMs: MEDIA_TIMEOUT_MS, what: 'every media_bytes_total series to grow' },
+        {
+          timeoutMs: MEDIA_TIMEOUT_MS,
+          what: 'every media_bytes_total series to grow and scores, loss samples and stats rounds to be observed',
+        },
       );
-      for (const kind of KINDS) {
-        assert.ok(live.value('mediasoup_server_producer_score_count', { kind }) > 0, `producer_score{kind="${kind}"} observed`);
-        assert.ok(live.value('mediasoup_server_consumer_score_count', { kind }) > 0, `consumer_score{kind="${kind}"} observed`);
-      }
+      // Nothing is over the per-round cap with 4 producers and 4 consumers.
+      assert.equal(live.value('mediasoup_server_stats_objects_skipped_total'), 0, 'stats_objects_skipped_total');
       assertPromtoolClean(live, 'live');
     });
 
@@ -547,6 +510,18 @@ test('metrics: /metrics passes promtool and follows joins, media, errors and lea
       await e.leave();
       await f.leave();
       await waitOccupancy(server, EMPTY, 'every occupancy gauge to return to 0');
+      const metrics = await scrape(server);
+      assert.deepEqual(
+        byLabel(metrics, 'mediasoup_server_join_funnel_total', 'stage', JOIN_STAGES),
+        Object.fromEntries(JOIN_STAGES.map((stage) => [stage, 2])),
+        'join_funnel_total still exactly one per peer and stage after they left',
+      );
+      assert.deepEqual(
+        byLabel(metrics, 'mediasoup_server_join_failures_total', 'reason', JOIN_FAILURES),
+        Object.fromEntries(JOIN_FAILURES.map((reason) => [reason, 0])),
+        'leaving after a complete join is no join failure',
+      );
+      assert.equal(metrics.value('mediasoup_server_worker_deaths_total'), 0, 'worker_deaths_total');
     });
   } finally {
     await leaveAll([e, f]);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command in a private network namespace whose only interface is loopback, so the
-# e2e test's WebRTC traffic (Chromium <-> server) can only use 127.0.0.1.
+# e2e test's WebRTC traffic (Chromium <-> server) can only use 127.0.0.1. real-path.test.mjs
+# adds a veth pair from here to a second private namespace for its Chromium (198.18.0.0/30);
+# both namespaces, and the pair, vanish with the command's processes.
 #   tests/e2e/netns.sh node --test tests/e2e/
 #   tests/e2e/netns.sh node tests/e2e/capture-fixture.mjs
 set -euo pipefail

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end test: installs what it needs (setup.sh), then runs node's test runner on
-# tests/e2e/ inside a loopback-only network namespace (netns.sh). Needs the release server
-# binary (target/release/mediasoup-server, or MEDIASOUP_SERVER_BIN). Exits non-zero when a
-# test fails.
+# tests/e2e/ inside a private network namespace (netns.sh): e2e.test.mjs over loopback only,
+# then real-path.test.mjs, which adds a veth pair to a second namespace of its own for
+# Chromium. The files run one after the other (they share the namespace and two cores).
+# Needs the release server binary (target/release/mediasoup-server, or MEDIASOUP_SERVER_BIN).
+# E2E_LEAVE_ROUNDS sets the real-path rounds (default 20). Exits non-zero when a test fails.
 set -euo pipefail
 
 e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,4 +12,4 @@ repo_root="$(cd "$e2e_dir/../.." && pwd)"
 
 "$e2e_dir/setup.sh"
 cd "$repo_root"
-exec "$e2e_dir/netns.sh" node --test tests/e2e/
+exec "$e2e_dir/netns.sh" node --test --test-concurrency=1 tests/e2e/

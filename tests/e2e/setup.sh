@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end test needs; safe to run again (skips what is already there).
-#   apt: chromium (the browser under test), prometheus (for promtool), iproute2 (netns.sh)
+#   apt: chromium (the browser under test), prometheus (for promtool), iproute2 (netns.sh,
+#        real-path: ip, ss), util-linux (unshare, nsenter)
 #   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild)
 set -euo pipefail
 
@@ -9,7 +10,8 @@ e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 missing=()
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-command -v ip >/dev/null 2>&1 || missing+=(iproute2) # netns.sh
+{ command -v ip && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2) # netns.sh, real-path
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux) # real-path
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup.sh: need root to apt-get install ${missing[*]}; run it as root or install them first" >&2

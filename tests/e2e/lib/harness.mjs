@@ -75,10 +75,12 @@ function freeTcpPort() {
 }
 
 /**
- * Starts the real mediasoup-server binary on loopback ports and waits for /readyz.
+ * Starts the real mediasoup-server binary and waits for /readyz. Signaling listens on
+ * `signalingIp`, media on `mediaIp` (also the announced ICE address), both 127.0.0.1 unless
+ * the real-path test puts them on its veth address; /metrics stays on 127.0.0.1.
  * Its working directory is an empty temp dir, so no developer `.env` leaks in.
  */
-export async function startServer({ numWorkers = 2 } = {}) {
+export async function startServer({ numWorkers = 2, mediaIp = '127.0.0.1', signalingIp = '127.0.0.1' } = {}) {
   const bin = process.env.MEDIASOUP_SERVER_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'mediasoup-server');
   if (!existsSync(bin)) {
     throw new Error(
@@ -92,15 +94,22 @@ export async function startServer({ numWorkers = 2 } = {}) {
   const workDir = await mkdtemp(path.join(tmpdir(), 'mediasoup-e2e-server-'));
   const env = {
     ...process.env,
-    MEDIASOUP_ANNOUNCED_IP: '127.0.0.1',
-    MEDIASOUP_LISTEN_ADDR: `127.0.0.1:${listenPort}`,
+    MEDIASOUP_ANNOUNCED_IP: mediaIp,
+    MEDIASOUP_RTC_LISTEN_IP: mediaIp,
+    MEDIASOUP_LISTEN_ADDR: `${signalingIp}:${listenPort}`,
     MEDIASOUP_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
     MEDIASOUP_NUM_WORKERS: String(numWorkers),
     MEDIASOUP_RTC_MIN_PORT: String(rtcMinPort),
     MEDIASOUP_RTC_MAX_PORT: String(rtcMinPort + 199),
     MEDIASOUP_STATS_INTERVAL_SECS: '1',
   };
-  const child = spawn(bin, [], { cwd: workDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // setpriv --pdeathsig: the server gets SIGKILL when this process dies, even by SIGKILL
+  // (the 'exit' handler below covers only orderly exits), so no server outlives the test.
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', bin], {
+    cwd: workDir,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const output = [];
   const keep = (chunk) => {
     output.push(chunk.toString());
@@ -119,10 +128,12 @@ export async function startServer({ numWorkers = 2 } = {}) {
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
 
-  const baseUrl = `http://127.0.0.1:${listenPort}`;
+  const baseUrl = `http://${signalingIp}:${listenPort}`;
   const server = {
     metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
-    wsUrl: (room) => `ws://127.0.0.1:${listenPort}/${room}`,
+    wsUrl: (room) => `ws://${signalingIp}:${listenPort}/${room}`,
+    signaling: { host: signalingIp, port: listenPort },
+    rtcPorts: { min: rtcMinPort, max: rtcMinPort + 199 },
     log: () => output.join(''),
     died,
     /** SIGTERM, then waits for the exit; returns {code, signal}. */
@@ -142,7 +153,7 @@ export async function startServer({ numWorkers = 2 } = {}) {
     await poll(
       async () => {
         if (exitStatus) {
-          throw new Error(`server exited early (${JSON.stringify(exitStatus)})`);
+          throw new FatalError(`server exited early (${JSON.stringify(exitStatus)})`);
         }
         const response = await fetch(`${baseUrl}/readyz`);
         return response.status === 200;
@@ -156,8 +167,12 @@ export async function startServer({ numWorkers = 2 } = {}) {
   return server;
 }
 
-/** Serves the test page and its esbuild bundle (page script + mediasoup-client) on 127.0.0.1. */
-export async function startPageServer() {
+/**
+ * Serves the test page and its esbuild bundle (page script + mediasoup-client) on `host`
+ * (127.0.0.1, a secure context; the real-path test serves it on its veth address and tells
+ * Chromium to treat that origin as secure).
+ */
+export async function startPageServer({ host = '127.0.0.1' } = {}) {
   const bundle = await esbuild.build({
     entryPoints: [path.join(E2E_DIR, 'page', 'client.mjs')],
     bundle: true,
@@ -181,9 +196,9 @@ export async function startPageServer() {
     }
     res.writeHead(200, { 'content-type': file.type, 'cache-control': 'no-store' }).end(file.body);
   });
-  await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => httpServer.listen(0, host, resolve));
   return {
-    url: `http://127.0.0.1:${httpServer.address().port}/`,
+    url: `http://${host}:${httpServer.address().port}/`,
     close: () => new Promise((resolve) => httpServer.close(resolve)),
   };
 }
@@ -205,30 +220,44 @@ function assertLoopbackOnly() {
   }
 }
 
-/** Headless Debian Chromium with fake media devices and a fresh profile. */
-export async function launchBrowser(pageUrl) {
-  assertLoopbackOnly();
+/**
+ * Headless Debian Chromium with fake media devices and a fresh profile. By default it shares
+ * the test's loopback-only namespace; with `realPath` (from createRealPath) it runs in that
+ * path's browser namespace and loads the page from the server side of the veth pair.
+ */
+export async function launchBrowser(pageUrl, { realPath } = {}) {
+  if (!realPath) assertLoopbackOnly();
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: run tests/e2e/setup.sh (installs apt chromium)`);
   }
   const userDataDir = await mkdtemp(path.join(tmpdir(), 'mediasoup-e2e-chromium-'));
+  const args = realPath
+    ? [
+        ...CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection'),
+        // getUserMedia needs a secure context; the page comes from http://<veth address>.
+        `--unsafely-treat-insecure-origin-as-secure=${new URL(pageUrl).origin}`,
+      ]
+    : CHROMIUM_ARGS;
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath: realPath ? realPath.chromiumWrapper : CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args,
   });
   const peers = [];
   return {
     version: context.browser()?.version() ?? null,
-    /** Opens a tab running the page script; `name` only labels its console output. */
-    async newPeer(name) {
+    /**
+     * Opens a tab running the page script; `name` only labels its console output. `userId`
+     * reuses another peer's user (a reload or second tab of the same user).
+     */
+    async newPeer(name, { userId } = {}) {
       const page = await context.newPage();
       const consoleLines = [];
       page.on('console', (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
       page.on('pageerror', (error) => consoleLines.push(`[pageerror] ${error.message}`));
       await page.goto(pageUrl);
       await page.waitForFunction(() => window.e2e !== undefined && window.isSecureContext);
-      const peer = new Peer(name, page, consoleLines);
+      const peer = new Peer(name, page, consoleLines, userId);
       peers.push(peer);
       return peer;
     },
@@ -243,19 +272,34 @@ export async function launchBrowser(pageUrl) {
 
 /** One browser tab acting as a MediaSoupVTT client; methods call window.e2e in the page. */
 export class Peer {
-  constructor(name, page, consoleLines) {
+  constructor(name, page, consoleLines, userId = foundryUserId()) {
     this.name = name;
     this.page = page;
     this.consoleLines = consoleLines;
-    this.userId = foundryUserId();
+    this.userId = userId;
   }
 
   call(fn, ...args) {
     return this.page.evaluate(([fnName, fnArgs]) => window.e2e[fnName](...fnArgs), [fn, args]);
   }
 
-  join(wsUrl) {
-    return this.call('join', wsUrl, this.userId);
+  /** Joins like the module; `{forceTcp: true}` asks for TCP-only transports. Returns the answers. */
+  join(wsUrl, options = {}) {
+    return this.call('join', wsUrl, this.userId, options);
+  }
+
+  iceInfo() {
+    return this.call('iceInfo');
+  }
+
+  /** {code, reason, wasClean} once the page's WebSocket closed, else null. */
+  socketClosed() {
+    return this.call('socketClosed');
+  }
+
+  /** The module's disconnect: producers and transports closed, then the socket. Keeps the tab. */
+  disconnect() {
+    return this.call('disconnect');
   }
 
   produce(mediaTag) {

@@ -30,6 +30,9 @@ const state = {
   consumers: new Map(),
   closedProducerIds: new Set(),
   endedConsumers: [],
+  socketClosed: null,
+  consumeRaces: [],
+  consumeFrom: null,
 };
 
 function recordError(context, error) {
@@ -75,7 +78,15 @@ function onMessage(event) {
     return;
   }
   if (message.type === 'newProducer') {
-    onNewProducer(message).catch((error) => recordError(`consume ${message.producerId}`, error));
+    onNewProducer(message).catch((error) => {
+      // A producer that closed while its consume was on the way is a race the module loses
+      // too (its owner left); only other failures count as errors.
+      if (state.closedProducerIds.has(message.producerId)) {
+        state.consumeRaces.push(`consume ${message.producerId}: ${error?.message ?? String(error)}`);
+      } else {
+        recordError(`consume ${message.producerId}`, error);
+      }
+    });
   } else if (message.type === 'producerClosed') {
     onProducerClosed(message);
   }
@@ -97,6 +108,9 @@ function openSocket(wsUrl) {
       reject(new Error(`WebSocket ${wsUrl} failed to open`));
     });
     socket.addEventListener('message', onMessage);
+    socket.addEventListener('close', ({ code, reason, wasClean }) => {
+      if (state.socket === socket) state.socketClosed = { code, reason, wasClean };
+    });
   });
 }
 
@@ -109,9 +123,15 @@ function wireConnect(transport) {
   });
 }
 
-async function join(wsUrl, userId) {
+// `forceTcp` asks the server for TCP-only transports (the module always sends false; the
+// protocol lets a client ask, and the real-path test uses it to pin ICE to TCP).
+// `consumeFrom` (user ids) consumes only those users' producers; the module consumes everyone,
+// the real-path test narrows it to keep many peers affordable on two cores.
+async function join(wsUrl, userId, { forceTcp = false, consumeFrom = null } = {}) {
   state.userId = userId;
+  state.consumeFrom = consumeFrom;
   state.nextRequest = 0;
+  state.socketClosed = null;
   state.socket = await openSocket(wsUrl);
   let recvReady;
   state.recvReady = new Promise((resolve) => {
@@ -127,7 +147,7 @@ async function join(wsUrl, userId) {
   state.device = device;
 
   const sendParams = await request('createWebRtcTransport', {
-    forceTcp: false,
+    forceTcp,
     producing: true,
     consuming: false,
     sctpCapabilities: device.sctpCapabilities,
@@ -143,7 +163,7 @@ async function join(wsUrl, userId) {
   state.sendTransport = sendTransport;
 
   const recvParams = await request('createWebRtcTransport', {
-    forceTcp: false,
+    forceTcp,
     producing: false,
     consuming: true,
     sctpCapabilities: device.sctpCapabilities,
@@ -183,6 +203,7 @@ async function produce(mediaTag) {
 
 async function onNewProducer({ producerId, userId, appData }) {
   if (userId === state.userId) return;
+  if (state.consumeFrom && !state.consumeFrom.includes(userId)) return;
   await state.recvReady;
   const data = await request('consume', {
     producerId,
@@ -228,20 +249,39 @@ function inboundRtp(report) {
   return [...report.values()].filter((s) => s.type === 'inbound-rtp');
 }
 
+const sum = (stats, field) => stats.reduce((total, s) => total + (s[field] ?? 0), 0);
+
+/** What the receiving side saw of a set of inbound-rtp entries: bytes, decoded frames, samples. */
+function inboundSummary(inbound) {
+  return {
+    ssrcs: inbound.map((s) => s.ssrc),
+    bytesReceived: sum(inbound, 'bytesReceived'),
+    packetsReceived: sum(inbound, 'packetsReceived'),
+    // video
+    framesReceived: sum(inbound, 'framesReceived'),
+    framesDecoded: sum(inbound, 'framesDecoded'),
+    keyFramesDecoded: sum(inbound, 'keyFramesDecoded'),
+    pliCount: sum(inbound, 'pliCount'),
+    // audio
+    totalSamplesReceived: sum(inbound, 'totalSamplesReceived'),
+    concealedSamples: sum(inbound, 'concealedSamples'),
+  };
+}
+
 async function stats() {
   const consumers = [];
   const inboundBytes = { audio: 0, video: 0 };
   for (const [producerId, { consumer }] of state.consumers) {
-    const inbound = inboundRtp(await consumer.getStats());
-    const bytesReceived = inbound.reduce((sum, s) => sum + (s.bytesReceived ?? 0), 0);
-    inboundBytes[consumer.kind] += bytesReceived;
+    const summary = inboundSummary(inboundRtp(await consumer.getStats()));
+    inboundBytes[consumer.kind] += summary.bytesReceived;
     consumers.push({
       producerId,
       consumerId: consumer.id,
       kind: consumer.kind,
       ownerId: consumer.appData.userId,
-      bytesReceived,
-      packetsReceived: inbound.reduce((sum, s) => sum + (s.packetsReceived ?? 0), 0),
+      // The SSRC the server announced for this consumer in its `consume` answer.
+      ssrc: consumer.rtpParameters.encodings?.[0]?.ssrc ?? null,
+      ...summary,
     });
   }
   const producers = [];
@@ -261,7 +301,40 @@ async function stats() {
     producers,
     inboundBytes,
     recvTransportInboundBytes: recvTransportInbound.reduce((sum, s) => sum + (s.bytesReceived ?? 0), 0),
+    recvTransportInbound: recvTransportInbound.map((s) => ({
+      ssrc: s.ssrc,
+      kind: s.kind,
+      bytesReceived: s.bytesReceived ?? 0,
+    })),
   };
+}
+
+/** The ICE path each transport's PeerConnection selected, as the browser sees it. */
+async function iceInfo() {
+  const info = {};
+  for (const [name, transport] of [['send', state.sendTransport], ['recv', state.recvTransport]]) {
+    if (!transport || transport.closed) continue;
+    const report = await transport.getStats();
+    const all = [...report.values()];
+    const pairId = all.find((s) => s.type === 'transport')?.selectedCandidatePairId;
+    const pair = pairId ? report.get(pairId) : all.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+    const local = pair && report.get(pair.localCandidateId);
+    const remote = pair && report.get(pair.remoteCandidateId);
+    info[name] = {
+      id: transport.id,
+      connectionState: transport.connectionState,
+      selected: pair
+        ? {
+            localProtocol: local?.protocol,
+            localAddress: local?.address,
+            remoteProtocol: remote?.protocol,
+            remoteAddress: remote?.address,
+            remotePort: remote?.port,
+          }
+        : null,
+    };
+  }
+  return info;
 }
 
 function consumers() {
@@ -295,6 +368,23 @@ function close() {
   });
 }
 
+// The module's own disconnect: close the producers and both transports (their
+// PeerConnections, ICE included), then the socket, and wait until it is closed.
+function disconnect() {
+  for (const producer of state.producers.values()) producer.close();
+  state.sendTransport?.close();
+  state.recvTransport?.close();
+  return new Promise((resolve) => {
+    const socket = state.socket;
+    if (!socket || socket.readyState === WebSocket.CLOSED) {
+      resolve();
+      return;
+    }
+    socket.addEventListener('close', () => resolve());
+    socket.close();
+  });
+}
+
 // Sends `text` verbatim and resolves with the first frame answering `requestId`.
 function sendFrame(text, requestId) {
   return new Promise((resolve, reject) => {
@@ -320,6 +410,9 @@ window.e2e = {
   stats,
   consumers,
   close,
+  disconnect,
+  iceInfo,
+  socketClosed: () => state.socketClosed,
   sendFrame,
   request: (type, fields) => request(type, fields),
   nextRequestId: () => `req_${state.nextRequest++}`,
@@ -328,4 +421,5 @@ window.e2e = {
   sent: () => state.sent,
   endedConsumers: () => state.endedConsumers,
   errors: () => state.errors,
+  consumeRaces: () => state.consumeRaces,
 };
