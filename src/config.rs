@@ -321,26 +321,68 @@ mod tests {
         assert!(config.worker_log_tags.is_empty());
     }
 
+    /// Every variable the server reads, each with a valid value other than its default.
+    const EVERY_VARIABLE: &[(&str, &str)] = &[
+        ("MEDIASOUP_LISTEN_ADDR", "127.0.0.1:4000"),
+        ("MEDIASOUP_METRICS_ADDR", "127.0.0.2:9500"),
+        ("MEDIASOUP_NUM_WORKERS", "3"),
+        ("MEDIASOUP_LOG_LEVEL", "debug"),
+        ("MEDIASOUP_LOG_TAGS", "ice, dtls"),
+        ("MEDIASOUP_RTC_MIN_PORT", "20000"),
+        ("MEDIASOUP_RTC_MAX_PORT", "20010"),
+        ("MEDIASOUP_RTC_LISTEN_IP", "192.168.1.10"),
+        ("MEDIASOUP_ANNOUNCED_IP", "vtt.example.org"),
+        ("MEDIASOUP_MAX_INCOMING_BITRATE", "800000"),
+        ("MEDIASOUP_STATS_INTERVAL_SECS", "3"),
+        ("MEDIASOUP_LOG_FORMAT", "json"),
+    ];
+
     #[test]
     fn reads_every_variable() {
-        let config = config(&[
-            ("MEDIASOUP_LISTEN_ADDR", "127.0.0.1:4000"),
-            ("MEDIASOUP_NUM_WORKERS", "3"),
-            ("MEDIASOUP_LOG_LEVEL", "debug"),
-            ("MEDIASOUP_LOG_TAGS", "ice, dtls"),
-            ("MEDIASOUP_RTC_MIN_PORT", "20000"),
-            ("MEDIASOUP_RTC_MAX_PORT", "20010"),
-            ("MEDIASOUP_ANNOUNCED_IP", "vtt.example.org"),
-            ("MEDIASOUP_LOG_FORMAT", "json"),
-            ("UNRELATED", "ignored"),
-        ])
-        .expect("valid");
-        assert_eq!(config.listen_addr.port(), 4000);
+        let mut vars = EVERY_VARIABLE.to_vec();
+        vars.push(("UNRELATED", "ignored"));
+        let config = config(&vars).expect("valid");
+        assert_eq!(config.listen_addr, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(config.metrics_addr, "127.0.0.2:9500".parse().unwrap());
         assert_eq!(config.num_workers.get(), 3);
-        assert_eq!(config.worker_log_tags.len(), 2);
+        assert_eq!(config.worker_log_level, WorkerLogLevel::Debug);
+        assert_eq!(
+            config.worker_log_tags,
+            vec![WorkerLogTag::Ice, WorkerLogTag::Dtls]
+        );
         assert_eq!(config.rtc_ports, 20000..=20010);
+        assert_eq!(
+            config.rtc_listen_ip,
+            "192.168.1.10".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(config.announced_address.as_deref(), Some("vtt.example.org"));
+        assert_eq!(config.max_incoming_bitrate, 800_000);
+        assert_eq!(config.stats_interval, Duration::from_secs(3));
         assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    /// Each variable is really parsed: a value it cannot take is refused, naming it.
+    #[test]
+    fn every_variable_is_checked() {
+        for (name, _) in EVERY_VARIABLE {
+            let error = config(&[(name, "!!")]).expect_err(name);
+            assert_eq!(error.variable, *name, "{error}");
+        }
+    }
+
+    /// The variables above are exactly the ones `.env.example` documents.
+    #[test]
+    fn the_documented_variables_are_the_ones_read() {
+        let mut documented: Vec<&str> = include_str!("../.env.example")
+            .lines()
+            .filter_map(|line| line.trim_start_matches('#').split_once('='))
+            .map(|(name, _)| name.trim())
+            .filter(|name| name.starts_with(PREFIX))
+            .collect();
+        documented.sort_unstable();
+        let mut tested: Vec<&str> = EVERY_VARIABLE.iter().map(|(name, _)| *name).collect();
+        tested.sort_unstable();
+        assert_eq!(documented, tested);
     }
 
     #[test]

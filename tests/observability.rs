@@ -6,10 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{http_get, wait_until, Client, FrozenWorker, Server, DEADLINE};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -18,10 +19,52 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message as _;
 use serde_json::json;
 
-/// Datagrams received on a NOTIFY_SOCKET, with their arrival times.
+/// Datagrams received on a NOTIFY_SOCKET, with the times the kernel queued them (SO_TIMESTAMP):
+/// when the server sent them, however late the reader gets to them.
 struct NotifySocket {
     path: PathBuf,
-    received: Arc<Mutex<Vec<(Instant, String)>>>,
+    received: Arc<Mutex<Vec<(SystemTime, String)>>>,
+}
+
+/// Receives one datagram and the kernel's arrival timestamp (SO_TIMESTAMP must be on).
+fn recv_with_arrival(
+    socket: &UnixDatagram,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, SystemTime)> {
+    let mut iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is a plain C struct; all-zeroes is valid and the pointers set below
+    // outlive the call.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg(2) on our own socket with buffers described by `message`.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut message, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&message);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET
+                && (*header).cmsg_type == libc::SCM_TIMESTAMP
+            {
+                let at: libc::timeval = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast());
+                let at = UNIX_EPOCH + Duration::new(at.tv_sec as u64, at.tv_usec as u32 * 1000);
+                return Ok((n as usize, at));
+            }
+            header = libc::CMSG_NXTHDR(&message, header);
+        }
+    }
+    Err(std::io::Error::other(
+        "the datagram came without its SO_TIMESTAMP",
+    ))
 }
 
 impl NotifySocket {
@@ -31,19 +74,31 @@ impl NotifySocket {
         let socket = UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
         let received = Arc::new(Mutex::new(Vec::new()));
         if read {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt(2) on our own socket with a valid int.
+            let set = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMP,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of_val(&on) as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "SO_TIMESTAMP: {}", std::io::Error::last_os_error());
             let (reader, sink) = (socket.try_clone().unwrap(), received.clone());
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 4096];
-                while let Ok(n) = reader.recv(&mut buffer) {
+                while let Ok((n, at)) = recv_with_arrival(&reader, &mut buffer) {
                     let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                    sink.lock().unwrap().push((Instant::now(), text));
+                    sink.lock().unwrap().push((at, text));
                 }
             });
         }
         (NotifySocket { path, received }, socket)
     }
 
-    fn lines(&self) -> Vec<(Instant, String)> {
+    fn lines(&self) -> Vec<(SystemTime, String)> {
         self.received
             .lock()
             .unwrap()
@@ -56,7 +111,8 @@ impl NotifySocket {
             .collect()
     }
 
-    fn pings(&self) -> Vec<Instant> {
+    /// When each WATCHDOG=1 was sent, in order.
+    fn pings(&self) -> Vec<SystemTime> {
         self.lines()
             .into_iter()
             .filter(|(_, l)| l == "WATCHDOG=1")
@@ -75,7 +131,7 @@ async fn systemd_ready_status_watchdog_and_stopping() {
     let notify_socket = notify.path.to_string_lossy().into_owned();
     let server = Server::spawn(&[
         ("NOTIFY_SOCKET", &notify_socket),
-        ("WATCHDOG_USEC", "1000000"),
+        ("WATCHDOG_USEC", "400000"),
     ]);
 
     wait_until("READY=1", DEADLINE, || notify.has(|l| l == "READY=1"));
@@ -90,35 +146,54 @@ async fn systemd_ready_status_watchdog_and_stopping() {
         notify.has(|l| l.starts_with("STATUS=1 rooms, 1 peers"))
     });
 
-    // Pings at half of WATCHDOG_USEC while healthy.
-    wait_until("5 watchdog pings", DEADLINE, || notify.pings().len() >= 5);
-    let pings = notify.pings();
-    for pair in pings.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(
-            gap > Duration::from_millis(250) && gap < Duration::from_millis(1500),
-            "ping interval {gap:?}, expected about 500 ms"
-        );
-    }
+    // Pings at half of WATCHDOG_USEC (200 ms here) while healthy. Counted over a window of
+    // send times rather than timed one by one, with a tolerance for a loaded machine.
+    let interval = Duration::from_millis(200);
+    let window = Duration::from_secs(4);
+    let expected = (window.as_millis() / interval.as_millis()) as usize;
+    wait_until("a first watchdog ping", DEADLINE, || {
+        !notify.pings().is_empty()
+    });
+    let start = notify.pings()[0];
+    // The first ping sent after the window: all the window's pings have been read by then.
+    wait_until(
+        "a watchdog ping after the counting window",
+        DEADLINE,
+        || notify.pings().iter().any(|at| *at > start + window),
+    );
+    let counted = notify
+        .pings()
+        .iter()
+        .filter(|at| **at > start && **at <= start + window)
+        .count();
+    // Fewer than 60% of the expected pings: they stopped, or come at 1.7 times the interval or
+    // worse (pinging at the full WATCHDOG_USEC would give half); more than twice: not paced.
+    assert!(
+        counted * 10 >= expected * 6 && counted <= expected * 2,
+        "{counted} pings sent in {window:?}, expected about {expected} (one every {interval:?})"
+    );
 
     // A hung worker stops the pings (and fails readiness); they resume when it answers again.
     let frozen = FrozenWorker::freeze(server.pid(), 0);
     server.wait_unready(0);
-    // Watch for 3 s; a ping already on its way when readiness failed may still land within one
-    // interval, none after that.
-    let unready_at = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
-    let late: Vec<_> = notify
-        .pings()
-        .into_iter()
-        .filter(|at| *at > unready_at + Duration::from_millis(600))
-        .collect();
-    assert!(late.is_empty(), "{} pings while a worker hung", late.len());
-    let pings_when_unready = notify.pings().len();
+    let unready_at = SystemTime::now();
+    // Watch for as long as 10 pings would take.
+    wait_until("the watch window to pass", DEADLINE, || {
+        unready_at.elapsed().is_ok_and(|e| e > interval * 10)
+    });
+    let thawed_at = SystemTime::now();
     frozen.thaw();
     wait_until("pings to resume", DEADLINE, || {
-        notify.pings().len() > pings_when_unready
+        notify.pings().iter().any(|at| *at > thawed_at)
     });
+    // Every ping sent while the worker hung has been read now. One decided just before
+    // readiness failed may have been sent after; no more.
+    let late = notify
+        .pings()
+        .iter()
+        .filter(|at| **at > unready_at && **at < thawed_at)
+        .count();
+    assert!(late <= 1, "{late} pings sent while a worker hung");
 
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -141,28 +216,19 @@ async fn a_stalled_sink_does_not_slow_signaling() {
     ]);
     let mut client = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
 
+    // Every request is answered (each within the client's deadline) while the sink is stuck
+    // for good: signaling does not wait for it. How fast is for the benchmarks.
     const REQUESTS: usize = 3000;
-    let started = Instant::now();
-    let mut slowest = Duration::ZERO;
     for _ in 0..REQUESTS {
-        let sent = Instant::now();
         client.ok("getRouterRtpCapabilities", json!({})).await;
-        slowest = slowest.max(sent.elapsed());
     }
-    let total = started.elapsed();
-    assert!(
-        slowest < Duration::from_secs(2),
-        "slowest request {slowest:?}"
-    );
-    assert!(
-        total < Duration::from_secs(60),
-        "{REQUESTS} requests took {total:?}"
-    );
 
+    // The sink's queue overflowed: most of the requests' events were dropped for it, counted,
+    // instead of being waited for. Prometheus, which keeps up, lost none.
     let dropped = server.metric("mediasoup_server_bus_events_dropped_total{sink=\"systemd\"}");
     assert!(
-        dropped > 0.0,
-        "the stalled sink's queue overflowed and was counted"
+        dropped >= (REQUESTS / 2) as f64,
+        "{dropped} events dropped for the stalled sink, expected most of the {REQUESTS} requests' events"
     );
     assert_eq!(
         server.metric("mediasoup_server_bus_events_dropped_total{sink=\"prometheus\"}"),

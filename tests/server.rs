@@ -2,11 +2,58 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{http_get, producing, wait_until, Client, FrozenWorker, Server, BIN, DEADLINE};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Runs `command` to its exit and returns its exit code and stderr. A process still running
+/// after [`DEADLINE`] is killed and fails the test: for these commands that means a value that
+/// should have stopped start-up was accepted.
+fn run_to_exit(command: &mut Command, what: &str) -> (Option<i32>, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {BIN}: {e}"));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (mut pipe, stderr) = (child.stderr.take().expect("stderr"), stderr.clone());
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            stderr.lock().unwrap().push_str(&text);
+        })
+    };
+    let until = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            panic!(
+                "{what}: the server was still running after {DEADLINE:?}, so it accepted what it \
+                 should have refused; killed it. stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().expect("stderr reader");
+    let stderr = stderr.lock().unwrap().clone();
+    (status.code(), stderr)
+}
 
 #[tokio::test]
 async fn starts_two_workers_serves_health_and_websocket_and_stops_on_sigterm() {
@@ -100,16 +147,12 @@ async fn json_logs_carry_lifecycle_events_with_their_fields_at_debug() {
 }
 
 fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = Command::new(BIN)
-        .env_clear()
-        .envs(env.iter().copied())
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mediasoup-server");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+    run_to_exit(
+        Command::new(BIN)
+            .env_clear()
+            .envs(env.iter().copied())
+            .current_dir(std::env::temp_dir()),
+        &format!("with {env:?}"),
     )
 }
 
@@ -217,23 +260,253 @@ fn a_taken_address_is_a_clear_error_naming_the_variable() {
     );
 }
 
+/// A private working directory holding `.env` with `contents`; removed on drop.
+struct DotenvDir(std::path::PathBuf);
+
+impl DotenvDir {
+    fn new(name: &str, contents: &str) -> DotenvDir {
+        let dir = std::env::temp_dir().join(format!("mediasoup-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".env"), contents).unwrap();
+        DotenvDir(dir)
+    }
+}
+
+impl Drop for DotenvDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn a_dotenv_file_in_the_working_directory_is_read() {
-    let dir = std::env::temp_dir().join(format!("mediasoup-dotenv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(".env"), "MEDIASOUP_NUM_WORKERS=zero\n").unwrap();
-    let output = Command::new(BIN)
-        .env_clear()
-        .current_dir(&dir)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let dir = DotenvDir::new("dotenv", "MEDIASOUP_NUM_WORKERS=zero\n");
+    let (code, stderr) = run_to_exit(
+        Command::new(BIN).env_clear().current_dir(&dir.0),
+        "with MEDIASOUP_NUM_WORKERS=zero in .env",
+    );
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("MEDIASOUP_NUM_WORKERS") && stderr.contains("zero"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn real_environment_variables_win_over_the_dotenv_file() {
+    // Both refused, so the process stops at once and says which value it used.
+    let dir = DotenvDir::new("dotenv-env-wins", "MEDIASOUP_NUM_WORKERS=zero\n");
+    let (code, stderr) = run_to_exit(
+        Command::new(BIN)
+            .env_clear()
+            .env("MEDIASOUP_NUM_WORKERS", "many")
+            .current_dir(&dir.0),
+        "with MEDIASOUP_NUM_WORKERS=many in the environment",
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("\"many\"") && !stderr.contains("zero"),
+        "the environment's value is the one used: {stderr}"
+    );
+
+    // A usable value in the environment overrides a bad one in .env, while the file's other
+    // lines still apply (JSON log lines).
+    let dir = DotenvDir::new(
+        "dotenv-env-wins-running",
+        "MEDIASOUP_NUM_WORKERS=zero\nMEDIASOUP_LOG_FORMAT=json\n",
+    );
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("MEDIASOUP_NUM_WORKERS", "1")
+        .env("MEDIASOUP_LISTEN_ADDR", &listen)
+        .env(
+            "MEDIASOUP_METRICS_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("MEDIASOUP_ANNOUNCED_IP", "127.0.0.1")
+        .env("MEDIASOUP_RTC_MIN_PORT", "45000")
+        .env("MEDIASOUP_RTC_MAX_PORT", "45039")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mediasoup-server");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (pipe, lines) = (child.stderr.take().expect("stderr"), lines.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let listening = |lines: &[String]| {
+        lines
+            .iter()
+            .find(|l| l.contains("listening for signaling"))
+            .cloned()
+    };
+    let until = Instant::now() + DEADLINE;
+    let line = loop {
+        if let Some(line) = listening(&lines.lock().unwrap()) {
+            break line;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!(
+                "the server stopped ({status}) instead of taking MEDIASOUP_NUM_WORKERS from the \
+                 environment: {:?}",
+                lines.lock().unwrap()
+            );
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no listening line within {DEADLINE:?}: {:?}",
+                lines.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        panic!("MEDIASOUP_LOG_FORMAT=json from .env not applied ({e}): {line}")
+    });
+    assert_eq!(line["workers"], 1, "{line}");
+}
+
+/// The source address the kernel picks for the route to `destination` (`ip route get`), or
+/// `None` when there is no such route.
+fn route_source(destination: &str) -> Option<IpAddr> {
+    let output = Command::new("ip")
+        .args(["-4", "route", "get", destination])
+        .output()
+        .expect("run `ip` (iproute2) to read the routing table");
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "src")?;
+    words.next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn without_an_announced_ip_candidates_carry_the_default_route_address() {
+    let has_default = Command::new("ip")
+        .args(["-4", "route", "show", "default"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    let Some(expected) = route_source("192.0.2.1").filter(|_| has_default) else {
+        eprintln!(
+            "SKIPPED without_an_announced_ip_candidates_carry_the_default_route_address: this \
+             machine has no IPv4 default route, so there is no address to detect"
+        );
+        return;
+    };
+    // An empty value is the same as unset.
+    let server = Server::start(&[("MEDIASOUP_ANNOUNCED_IP", "")]);
+    let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
+    let transport = client.ok("createWebRtcTransport", producing()).await;
+    let candidates = transport["iceCandidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{transport}");
+    for candidate in candidates {
+        assert_eq!(
+            candidate["address"],
+            expected.to_string(),
+            "`ip route get 192.0.2.1` says src {expected}: {candidate}"
+        );
+    }
+    // And it is logged at start-up.
+    let expected = expected.to_string();
+    wait_until("the listening line", DEADLINE, || {
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("listening for signaling") && l.contains(&expected))
+    });
+}
+
+/// Sockets of process `pid` bound to `port` (`udp` or `tcp`, IPv4): their local addresses.
+fn bound_addresses(pid: i32, protocol: &str, port: u16) -> Vec<Ipv4Addr> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/{protocol}")).unwrap();
+    let owned = socket_inodes(pid);
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (ip, local_port) = parse_endpoint(fields.get(1)?)?;
+            let inode: u64 = fields.get(9)?.parse().ok()?;
+            (local_port == port && owned.contains(&inode)).then_some(ip)
+        })
+        .collect()
+}
+
+/// `0100007F:2710` (as /proc/net/tcp and udp print it) -> 127.0.0.1, 10000.
+fn parse_endpoint(text: &str) -> Option<(Ipv4Addr, u16)> {
+    let (ip, port) = text.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    Some((
+        Ipv4Addr::from(ip.to_ne_bytes()),
+        u16::from_str_radix(port, 16).ok()?,
+    ))
+}
+
+/// The inodes of the sockets process `pid` has open.
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn media_sockets_listen_on_the_configured_rtc_ip() {
+    // 127.0.0.2 is local on Linux (all of 127/8 is) and differs from the default 0.0.0.0; with no
+    // announced address the candidates carry it too.
+    let server = Server::start(&[
+        ("MEDIASOUP_RTC_LISTEN_IP", "127.0.0.2"),
+        ("MEDIASOUP_ANNOUNCED_IP", ""),
+    ]);
+    let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
+    let transport = client.ok("createWebRtcTransport", producing()).await;
+    let candidates = transport["iceCandidates"].as_array().unwrap();
+    let protocols: Vec<&str> = candidates
+        .iter()
+        .filter_map(|c| c["protocol"].as_str())
+        .collect();
+    assert!(
+        protocols.contains(&"udp") && protocols.contains(&"tcp"),
+        "{transport}"
+    );
+    for candidate in candidates {
+        assert_eq!(candidate["address"], "127.0.0.2", "{candidate}");
+        let protocol = candidate["protocol"].as_str().unwrap();
+        let port = candidate["port"].as_u64().unwrap() as u16;
+        let bound = bound_addresses(server.pid(), protocol, port);
+        assert_eq!(
+            bound,
+            vec![Ipv4Addr::new(127, 0, 0, 2)],
+            "the server's {protocol} sockets on port {port}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -285,4 +558,307 @@ async fn a_room_whose_worker_hangs_is_refused_and_opens_later() {
     let mut late = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
     late.ok("createWebRtcTransport", producing()).await;
     server.wait_metric("mediasoup_server_rooms", 1.0);
+}
+
+// A peer that does not read: dropped, not waited for.
+
+type RawWs = WebSocketStream<tokio::net::TcpStream>;
+
+/// A client that joins like the module (capabilities, then both transports, so that it gets
+/// every `newProducer`) and then stops reading, with a small receive buffer so that its socket
+/// fills up after a few notifications. Returns the socket and its local port.
+async fn join_then_stop_reading(server: &Server, room: &str, user: &str) -> (RawWs, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let port = stream.local_addr().unwrap().port();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url(room), stream)
+        .await
+        .expect("WebSocket handshake");
+    let requests = [
+        ("getRouterRtpCapabilities", json!({})),
+        ("createWebRtcTransport", producing()),
+        (
+            "createWebRtcTransport",
+            json!({"producing": false, "consuming": true}),
+        ),
+    ];
+    for (n, (kind, fields)) in requests.into_iter().enumerate() {
+        let request_id = format!("req_{n}");
+        let mut request = json!({"type": kind, "requestId": request_id, "userId": user});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        ws.send(Message::text(request.to_string())).await.unwrap();
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, ws.next())
+                .await
+                .expect("an answer in time");
+            let Some(Ok(Message::Text(text))) = frame else {
+                panic!("socket closed while joining: {frame:?}");
+            };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["requestId"] == request_id.as_str() {
+                assert!(frame.get("error").is_none(), "{kind}: {frame}");
+                break;
+            }
+        }
+    }
+    (ws, port)
+}
+
+/// The server's end of the TCP connection from local port `client_port`: its bytes not yet
+/// taken by the client (`tx_queue`), while the server process still holds the socket.
+fn server_end(server: &Server, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", server.pid())).ok()?;
+    let owned = socket_inodes(server.pid());
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (_, local) = parse_endpoint(fields.get(1)?)?;
+        let (_, remote) = parse_endpoint(fields.get(2)?)?;
+        let inode: u64 = fields.get(9)?.parse().ok()?;
+        if local != server.addr.port() || remote != client_port || !owned.contains(&inode) {
+            return None;
+        }
+        let (tx, _) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(tx, 16).ok()
+    })
+}
+
+/// What the server logs when it gives up on a peer that does not read.
+const TOO_SLOW_LINE: &str = "does not read what it is sent";
+
+/// A producer that keeps replacing its webcam: each round is a `producerClosed` and a
+/// `newProducer` for every other receiving peer of the room. The `newProducer` carries the
+/// producer's appData, padded here to 16 KiB so that a socket fills up in a few hundred rounds.
+struct Churn {
+    client: Client,
+    transport: String,
+    rounds: usize,
+}
+
+impl Churn {
+    async fn join(server: &Server, room: &str) -> Churn {
+        let mut client = Client::connect(&server.url(room), "cccccccccccccccc").await;
+        let joined = client.join().await;
+        Churn {
+            client,
+            transport: joined.send,
+            rounds: 0,
+        }
+    }
+
+    /// One round; returns the new producer's id (its answer proves the server still serves).
+    async fn round(&mut self) -> String {
+        self.rounds += 1;
+        let mut rtp_parameters = common::chromium_rtp_parameters("video");
+        rtp_parameters["mid"] = json!(self.rounds.to_string());
+        let ssrc = 500_000_000 + 4 * self.rounds as u64;
+        for encoding in rtp_parameters["encodings"].as_array_mut().unwrap() {
+            encoding["ssrc"] = json!(ssrc);
+            if encoding.get("rtx").is_some() {
+                encoding["rtx"]["ssrc"] = json!(ssrc + 1);
+            }
+        }
+        let data = self
+            .client
+            .ok(
+                "produce",
+                json!({
+                    "transportId": self.transport,
+                    "kind": "video",
+                    "rtpParameters": rtp_parameters,
+                    "appData": {"mediaTag": "webcam", "userId": self.client.user_id, "pad": "x".repeat(16 * 1024)},
+                }),
+            )
+            .await;
+        data["id"].as_str().expect("producer id").to_owned()
+    }
+
+    /// Rounds until the server gives up on a peer that does not read; returns when it said so.
+    async fn until_too_slow(&mut self, server: &Server) -> Instant {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            self.round().await;
+            if server.log().iter().any(|l| l.contains(TOO_SLOW_LINE)) {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < until,
+                "a peer that reads nothing was still connected after {} rounds ({} notifications)",
+                self.rounds,
+                2 * self.rounds
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_is_dropped_while_the_others_are_served() {
+    let server = Server::start(&[]);
+    let mut churn = Churn::join(&server, "/busy").await;
+    // A normal peer reads everything it is sent, on its own task.
+    let mut reader = Client::connect(&server.url("/busy"), "aaaaaaaaaaaaaaaa").await;
+    reader.join().await;
+    let announced = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reading = {
+        let announced = announced.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return reader,
+                    frame = reader.notification() => {
+                        if frame["type"] == "newProducer" {
+                            let id = frame["producerId"].as_str().unwrap_or_default().to_owned();
+                            announced.lock().unwrap().push(id);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // Two peers with both transports each; the metrics sink catches up on its own time.
+    let gauges = [
+        ("mediasoup_server_peers", 2.0),
+        ("mediasoup_server_transports{direction=\"send\"}", 2.0),
+        ("mediasoup_server_transports{direction=\"recv\"}", 2.0),
+    ];
+    for (series, value) in gauges {
+        server.wait_metric(series, value);
+    }
+
+    let (_slow, slow_port) = join_then_stop_reading(&server, "/busy", "bbbbbbbbbbbbbbbb").await;
+    server.wait_metric("mediasoup_server_peers", 3.0);
+    assert!(server_end(&server, slow_port).is_some());
+
+    let gave_up = churn.until_too_slow(&server).await;
+    wait_until("the slow peer's socket to be closed", DEADLINE, || {
+        server_end(&server, slow_port).is_none()
+    });
+    for (series, value) in gauges {
+        server.wait_metric(series, value);
+    }
+    let took = gave_up.elapsed();
+    eprintln!(
+        "slow peer dropped {took:?} after the server gave up on it, after {} rounds",
+        churn.rounds
+    );
+    // The server waits at most 1 s for the close frame; 5 s leaves room for a loaded machine.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        server
+            .log()
+            .iter()
+            .all(|l| !l.contains(TOO_SLOW_LINE) || l.contains("WARN")),
+        "logged as a warning"
+    );
+
+    // The others are still served: the churning peer got every answer, and the reading peer
+    // hears about the next producer.
+    let latest = churn.round().await;
+    wait_until(
+        "the reading peer to hear of the latest producer",
+        DEADLINE,
+        || announced.lock().unwrap().contains(&latest),
+    );
+    assert_eq!(
+        announced.lock().unwrap().len(),
+        churn.rounds,
+        "the reading peer got every newProducer"
+    );
+    let _ = stop.send(());
+    let reader = reading.await.unwrap();
+    drop(reader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_closed_with_1008() {
+    let server = Server::start(&[]);
+    let mut churn = Churn::join(&server, "/busy").await;
+    let (mut slow, _) = join_then_stop_reading(&server, "/busy", "bbbbbbbbbbbbbbbb").await;
+    churn.until_too_slow(&server).await;
+
+    // Reading again at once, it gets what the server had written, then the close frame.
+    let mut frames = 0;
+    let close = loop {
+        let frame = tokio::time::timeout(DEADLINE, slow.next())
+            .await
+            .expect("the server closes the socket in time");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("frame {frames} is not JSON ({e}): {text}"));
+                assert!(
+                    frame["type"] == "newProducer" || frame["type"] == "producerClosed",
+                    "{frame}"
+                );
+                frames += 1;
+            }
+            Some(Ok(Message::Close(close))) => break close,
+            other => panic!("no close frame after {frames} notifications: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert_eq!(
+        close.reason.as_str(),
+        "too slow: the connection did not read its notifications"
+    );
+    assert!(
+        frames < 2 * churn.rounds,
+        "what was queued for it was dropped, not sent: {frames} of {}",
+        2 * churn.rounds
+    );
+    server.wait_metric("mediasoup_server_peers", 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_peer_that_does_not_read() {
+    let server = Server::start(&[]);
+    let mut churn = Churn::join(&server, "/busy").await;
+    let (_slow, slow_port) = join_then_stop_reading(&server, "/busy", "bbbbbbbbbbbbbbbb").await;
+
+    // Fill its socket: the server's unsent bytes stop growing once the socket takes no more,
+    // and from then on notifications wait in the server (well below the 512 that would drop
+    // the peer).
+    let mut last = 0;
+    let mut flat = 0;
+    let until = Instant::now() + DEADLINE;
+    while flat < 20 {
+        churn.round().await;
+        let queued = server_end(&server, slow_port).expect("the slow peer is still connected");
+        flat = if queued > 0 && queued == last {
+            flat + 1
+        } else {
+            0
+        };
+        last = queued;
+        assert!(
+            Instant::now() < until,
+            "the socket never filled up: {queued} bytes queued after {} rounds",
+            churn.rounds
+        );
+    }
+    assert!(
+        !server.log().iter().any(|l| l.contains(TOO_SLOW_LINE)),
+        "the peer must still be connected when the server stops"
+    );
+
+    let mut server = server;
+    let started = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| server.wait_exit("SIGTERM"));
+    let took = started.elapsed();
+    eprintln!("shutdown with a peer that does not read took {took:?}");
+    assert!(status.success(), "exit status {status}");
+    let log = server.log();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("not every worker thread ended in time")),
+        "{log:#?}"
+    );
+    // Before, the server waited 5 s for the peer's room to empty and 5 s more for the workers.
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
 }
