@@ -49,11 +49,15 @@ impl IceTcpTuple {
         let mut stream = TcpStream::connect(&address).unwrap_or_else(|e| panic!("{address}: {e}"));
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         let length = u16::try_from(request.len()).expect("short request");
-        stream.write_all(&length.to_be_bytes()).expect("frame length");
+        stream
+            .write_all(&length.to_be_bytes())
+            .expect("frame length");
         stream.write_all(&request).expect("STUN request");
 
         let mut length = [0u8; 2];
-        stream.read_exact(&mut length).expect("response frame length");
+        stream
+            .read_exact(&mut length)
+            .expect("response frame length");
         let mut response = vec![0u8; usize::from(u16::from_be_bytes(length))];
         stream.read_exact(&mut response).expect("response frame");
         assert_eq!(
@@ -61,7 +65,11 @@ impl IceTcpTuple {
             &[0x01, 0x01],
             "a Binding Success Response from {address}"
         );
-        assert_eq!(&response[8..20], &request[8..20], "the request's transaction id");
+        assert_eq!(
+            &response[8..20],
+            &request[8..20],
+            "the request's transaction id"
+        );
         IceTcpTuple { _stream: stream }
     }
 }
@@ -76,7 +84,11 @@ fn binding_request(server_ufrag: &str, password: &str) -> Vec<u8> {
     message.extend_from_slice(&std::process::id().to_be_bytes());
     message.extend_from_slice(&TRANSACTION.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     message.extend_from_slice(b"ice!");
-    attribute(&mut message, 0x0006, format!("{server_ufrag}:test").as_bytes()); // USERNAME
+    attribute(
+        &mut message,
+        0x0006,
+        format!("{server_ufrag}:test").as_bytes(),
+    ); // USERNAME
     attribute(&mut message, 0x0024, &0x6e00_1effu32.to_be_bytes()); // PRIORITY
     attribute(&mut message, 0x802a, &7u64.to_be_bytes()); // ICE-CONTROLLING
     attribute(&mut message, 0x0025, &[]); // USE-CANDIDATE
@@ -124,7 +136,10 @@ async fn join_with_tcp_tuples(server: &Server, room: &str, user: &str) -> TcpPee
                             "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}});
         transports.push(client.ok("createWebRtcTransport", fields).await);
     }
-    let send = transports[0]["id"].as_str().expect("transport id").to_owned();
+    let send = transports[0]["id"]
+        .as_str()
+        .expect("transport id")
+        .to_owned();
     client.produce(&send, "audio", "mic").await;
     client.produce(&send, "video", "webcam").await;
     let tuples = [
@@ -164,8 +179,14 @@ async fn leaving_with_a_close_frame() {
     assert_still_serving(&server, 1.0).await;
     drop(stayer);
     assert_still_serving(&server, 0.0).await;
-    assert_eq!(server.metric(r#"mediasoup_server_transports{direction="send"}"#), 0.0);
-    assert_eq!(server.metric(r#"mediasoup_server_transports{direction="recv"}"#), 0.0);
+    assert_eq!(
+        server.metric(r#"mediasoup_server_transports{direction="send"}"#),
+        0.0
+    );
+    assert_eq!(
+        server.metric(r#"mediasoup_server_transports{direction="recv"}"#),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,7 +125,11 @@ fn python_with_cryptography() -> (String, PathBuf) {
     let marker = site.join(format!(".installed-{CRYPTOGRAPHY}"));
     let usable = |dir: &Path| {
         Command::new(&python)
-            .args(["-S", "-c", "import cryptography.hazmat.primitives.ciphers.aead"])
+            .args([
+                "-S",
+                "-c",
+                "import cryptography.hazmat.primitives.ciphers.aead",
+            ])
             .env("PYTHONPATH", dir)
             .output()
             .map(|o| o.status.success())
@@ -251,7 +255,8 @@ fn srtp_adapter_interoperates_with_an_independent_srtp() {
     ]);
     for suite in SUITES {
         assert!(
-            stdout.contains(&format!("interop {suite}:")) && verified.contains(&format!("  {suite}:")),
+            stdout.contains(&format!("interop {suite}:"))
+                && verified.contains(&format!("  {suite}:")),
             "{kept}: {suite} not exchanged in both directions"
         );
     }
