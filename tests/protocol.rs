@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{notifications, producing, Client, Server};
+use common::{notifications, producing, udp_and_tcp_candidates, Client, Server};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -60,15 +60,7 @@ async fn join_order_of_the_module_and_response_shapes() {
     for field in ["id", "iceParameters", "iceCandidates", "dtlsParameters"] {
         assert!(!data[field].is_null(), "{field} missing: {data}");
     }
-    let candidates = data["iceCandidates"].as_array().unwrap();
-    let protocols: Vec<&str> = candidates
-        .iter()
-        .filter_map(|c| c["protocol"].as_str())
-        .collect();
-    assert!(
-        protocols.contains(&"udp") && protocols.contains(&"tcp"),
-        "{protocols:?}"
-    );
+    let candidates = udp_and_tcp_candidates(&data);
     for candidate in candidates {
         assert_eq!(candidate["address"], "127.0.0.1", "{candidate}");
         let port = candidate["port"].as_u64().unwrap() as u16;

@@ -8,7 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http_get, producing, wait_until, Client, FrozenWorker, Server, BIN, DEADLINE};
+use common::{
+    http_get, producing, udp_and_tcp_candidates, wait_until, Client, FrozenWorker, Server, BIN,
+    DEADLINE,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -487,15 +490,7 @@ async fn media_sockets_listen_on_the_configured_rtc_ip() {
     ]);
     let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
     let transport = client.ok("createWebRtcTransport", producing()).await;
-    let candidates = transport["iceCandidates"].as_array().unwrap();
-    let protocols: Vec<&str> = candidates
-        .iter()
-        .filter_map(|c| c["protocol"].as_str())
-        .collect();
-    assert!(
-        protocols.contains(&"udp") && protocols.contains(&"tcp"),
-        "{transport}"
-    );
+    let candidates = udp_and_tcp_candidates(&transport);
     for candidate in candidates {
         assert_eq!(candidate["address"], "127.0.0.2", "{candidate}");
         let protocol = candidate["protocol"].as_str().unwrap();

@@ -235,6 +235,22 @@ pub fn metric_value(scrape: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The ICE candidates of a `transportCreated` answer, which must offer both UDP and TCP.
+pub fn udp_and_tcp_candidates(transport: &Value) -> &Vec<Value> {
+    let candidates = transport["iceCandidates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no iceCandidates in {transport}"));
+    let protocols: Vec<&str> = candidates
+        .iter()
+        .filter_map(|c| c["protocol"].as_str())
+        .collect();
+    assert!(
+        protocols.contains(&"udp") && protocols.contains(&"tcp"),
+        "UDP and TCP candidates expected: {transport}"
+    );
+    candidates
+}
+
 /// The fields of a `createWebRtcTransport` for the producing transport.
 pub fn producing() -> Value {
     json!({"producing": true, "consuming": false})

@@ -27,6 +27,7 @@ import {
   waitConsumersExactly,
   waitNotification,
   waitOccupancy,
+  TWO_PEERS_IN_ONE_ROOM,
 } from './lib/checks.mjs';
 import { FIXTURE_PATH, REPO_ROOT, launchBrowser, poll, scrape, startPageServer, startServer } from './lib/harness.mjs';
 
@@ -382,18 +383,7 @@ test('metrics: /metrics passes promtool and follows joins, media, errors and lea
       await waitConsumersExactly(f, [produced.E.mic.id, produced.E.webcam.id]);
       await waitOccupancy(
         server,
-        {
-          rooms: 1,
-          peers: 2,
-          sendTransports: 2,
-          recvTransports: 2,
-          audioProducers: 2,
-          videoProducers: 2,
-          audioConsumers: 2,
-          videoConsumers: 2,
-          workerRooms: 1,
-          workerTransports: 4,
-        },
+        TWO_PEERS_IN_ONE_ROOM,
         'the gauges to show 1 room, 2 peers, 4 transports, 4 producers, 4 consumers',
       );
       const requests = (m, outcome) =>

@@ -23,6 +23,7 @@ import {
   waitConsumersExactly,
   waitNotification,
   waitOccupancy,
+  TWO_PEERS_IN_ONE_ROOM,
 } from './lib/checks.mjs';
 import { launchBrowser, poll, scrape, startPageServer, startServer } from './lib/harness.mjs';
 import { createRealPath, establishedTcp, establishedTcpFromProc, startTcpRelay } from './lib/real-path.mjs';
@@ -195,18 +196,7 @@ test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four wa
 
     let host; // S: stays the whole time, UDP
     let chain; // the peer the next round's reconnecting user replaces
-    const baseline = {
-      rooms: 1,
-      peers: 2,
-      sendTransports: 2,
-      recvTransports: 2,
-      audioProducers: 2,
-      videoProducers: 2,
-      audioConsumers: 2,
-      videoConsumers: 2,
-      workerRooms: 1,
-      workerTransports: 4,
-    };
+    const baseline = TWO_PEERS_IN_ONE_ROOM;
 
     await step('S (UDP) and R0 (TCP-only) join over the veth pair and play each other\'s audio and video', async () => {
       host = await enter(await open('S'), { forceTcp: false });

@@ -196,6 +196,20 @@ export const EMPTY = Object.freeze({
   workerTransports: 0,
 });
 
+/** Two peers in one room, each producing audio and video and consuming the other's. */
+export const TWO_PEERS_IN_ONE_ROOM = Object.freeze({
+  rooms: 1,
+  peers: 2,
+  sendTransports: 2,
+  recvTransports: 2,
+  audioProducers: 2,
+  videoProducers: 2,
+  audioConsumers: 2,
+  videoConsumers: 2,
+  workerRooms: 1,
+  workerTransports: 4,
+});
+
 export async function waitOccupancy(server, want, what, { timeoutMs = SIGNALING_TIMEOUT_MS } = {}) {
   let last;
   try {
