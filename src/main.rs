@@ -1,17 +1,39 @@
 //! `mediasoup-server`: reads the configuration, sets up logging, runs the server.
-//! Exit codes: 0 after SIGINT/SIGTERM, 78 (EX_CONFIG) for a bad configuration value, 1 otherwise.
+//! `mediasoup-server token <room>` prints the MediaSoupVTT URL of a room, token included.
+//! Exit codes: 0 after SIGINT/SIGTERM, 64 (EX_USAGE) for bad arguments, 78 (EX_CONFIG) for a
+//! bad configuration value, 1 otherwise.
 
 use std::process::ExitCode;
 
 use mediasoup_server::config::Config;
 use mediasoup_server::fatal_signal;
 use mediasoup_server::server;
+use mediasoup_server::signaling::{admission, room_name};
 use mediasoup_server::telemetry;
 
 /// EX_CONFIG from sysexits.h: systemd's unit does not restart on it.
 const EXIT_CONFIG: u8 = 78;
+/// EX_USAGE from sysexits.h.
+const EXIT_USAGE: u8 = 64;
+
+const USAGE: &str =
+    "usage: mediasoup-server            run the server (configured by MEDIASOUP_* variables)
+       mediasoup-server token ROOM  print the URL of ROOM for MediaSoupVTT, with its token";
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let room = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => None,
+        ["token", room] => Some(room.to_owned()),
+        ["--help" | "-h"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if let Err(error) = fatal_signal::install() {
         eprintln!("mediasoup-server: cannot install the crash reporter: {error}");
         return ExitCode::FAILURE;
@@ -23,6 +45,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(room) = room {
+        return print_room_url(&config, &room);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,4 +76,37 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Prints `ws://<announced address>:<port>/<room>?token=...` (the room as the server will name
+/// it, percent-encoded).
+fn print_room_url(config: &Config, room: &str) -> ExitCode {
+    let Some(secret) = &config.access.secret else {
+        eprintln!("mediasoup-server: MEDIASOUP_SECRET (or MEDIASOUP_SECRET_FILE) is unset, so rooms need no token: set it first, in the same environment the server runs with");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let name = match room_name::from_path(&format!("/{room}")) {
+        Ok(name) => name,
+        Err(reason) => {
+            eprintln!("mediasoup-server: {reason}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let host = config
+        .announced_address
+        .clone()
+        .unwrap_or_else(|| config.listen_addr.ip().to_string());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    println!(
+        "ws://{host}:{}/{}?token={}",
+        config.listen_addr.port(),
+        room_name::to_path(&name),
+        admission::room_token(secret, &name)
+    );
+    eprintln!("behind a TLS reverse proxy, give MediaSoupVTT wss://<proxy host>/<path to the server>/{}?token=... with the same token", room_name::to_path(&name));
+    ExitCode::SUCCESS
 }

@@ -10,21 +10,25 @@ use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn, Span};
 
-use crate::bus::{BusBuilder, ServerReady, ServerStopped, ServerStopping};
+use crate::bus::{
+    BusBuilder, RefusalReason, ServerReady, ServerStopped, ServerStopping, WorkerLogSuppressed,
+};
 use crate::config::Config;
 use crate::health::Health;
 use crate::http::{self, Body};
 use crate::rooms::{stats, Rooms, TransportSettings};
 use crate::shutdown::{self, Shutdown};
+use crate::signaling::admission::{Admission, ConnectionSlot};
 use crate::signaling::{self, room_name, Signaling, MAX_FRAME_BYTES};
 use crate::sinks;
+use crate::telemetry;
 use crate::workers::{SpawnError, WorkerPool};
 
 /// Queue sizes of the sinks: generous, since a full queue loses events.
@@ -51,8 +55,29 @@ pub enum ServerError {
     Workers(#[from] SpawnError),
 }
 
-async fn bind(addr: SocketAddr, variable: &'static str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|source| {
+/// Accept queue of the metrics listener (one Prometheus).
+const METRICS_BACKLOG: u32 = 128;
+/// Read buffer of a WebSocket: requests are small (the largest, `consume`, ~10 KiB, takes a few
+/// reads), and the library's default 128 KiB would be held by every idle connection.
+const WS_READ_BUFFER: usize = 4096;
+
+fn bind(
+    addr: SocketAddr,
+    variable: &'static str,
+    backlog: u32,
+) -> Result<TcpListener, ServerError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }?;
+        // As TcpListener::bind does: a restart can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    listen().map_err(|source| {
         if source.kind() == io::ErrorKind::AddrInUse {
             ServerError::AddressInUse { addr, variable }
         } else {
@@ -120,8 +145,16 @@ pub async fn run_until(
     }
 
     // Bind first: a taken port should fail before the workers start.
-    let signaling_listener = bind(config.listen_addr, "MEDIASOUP_LISTEN_ADDR").await?;
-    let metrics_listener = bind(config.metrics_addr, "MEDIASOUP_METRICS_ADDR").await?;
+    let signaling_listener = bind(
+        config.listen_addr,
+        "MEDIASOUP_LISTEN_ADDR",
+        config.listen_backlog,
+    )?;
+    let metrics_listener = bind(
+        config.metrics_addr,
+        "MEDIASOUP_METRICS_ADDR",
+        METRICS_BACKLOG,
+    )?;
     let listen = signaling_listener
         .local_addr()
         .unwrap_or(config.listen_addr);
@@ -133,10 +166,12 @@ pub async fn run_until(
         bus.clone(),
         TransportSettings::from_config(&config),
     ));
-    let signaling = Arc::new(Signaling::new(rooms.clone()));
+    let signaling = Arc::new(Signaling::new(rooms.clone(), config.limits.clone()));
+    let admission = Admission::new(config.access.clone(), config.limits.clone(), bus.clone());
     let (trigger, shutdown) = shutdown::channel();
 
     let background = [
+        tokio::spawn(report_suppressed_worker_lines(bus.clone())),
         tokio::spawn(workers.clone().probe_forever(bus.clone())),
         tokio::spawn(stats::poll_forever(rooms.clone(), config.stats_interval)),
     ];
@@ -149,6 +184,7 @@ pub async fn run_until(
         tokio::spawn(serve_signaling(
             signaling_listener,
             signaling,
+            admission,
             health.clone(),
             shutdown.clone(),
         )),
@@ -161,6 +197,7 @@ pub async fn run_until(
             metrics: metrics_addr,
             workers: workers_configured,
             announced: config.announced_address.clone(),
+            token_required: config.access.secret.is_some(),
         },
     );
 
@@ -196,27 +233,43 @@ pub async fn run_until(
     Ok(())
 }
 
+/// Reports the worker log lines the log rate limit dropped, every 10 s at most.
+async fn report_suppressed_worker_lines(bus: crate::bus::Bus) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        let lines = telemetry::take_suppressed_worker_lines();
+        if lines > 0 {
+            bus.emit(&Span::none(), WorkerLogSuppressed { lines });
+        }
+    }
+}
+
 async fn serve_signaling(
     listener: TcpListener,
     signaling: Arc<Signaling>,
+    admission: Arc<Admission>,
     health: Health,
     shutdown: Shutdown,
 ) {
     let connection_shutdown = shutdown.clone();
+    let connection_admission = admission.clone();
     let handler = move |request: Request<Incoming>| {
-        let (signaling, health, shutdown) = (
+        let (signaling, admission, health, shutdown) = (
             signaling.clone(),
+            connection_admission.clone(),
             health.clone(),
             connection_shutdown.clone(),
         );
-        async move { route(request, signaling, health, shutdown) }
+        async move { route(request, signaling, admission, health, shutdown) }
     };
-    http::serve(listener, handler, shutdown).await;
+    http::serve(listener, handler, shutdown, Some(admission)).await;
 }
 
 fn route(
     request: Request<Incoming>,
     signaling: Arc<Signaling>,
+    admission: Arc<Admission>,
     health: Health,
     shutdown: Shutdown,
 ) -> Response<Body> {
@@ -244,7 +297,7 @@ fn route(
                 )
             }
         }
-        (&Method::GET, _, true) => upgrade(request, signaling, shutdown),
+        (&Method::GET, _, true) => upgrade(request, signaling, admission, shutdown),
         _ => http::text(
             StatusCode::UPGRADE_REQUIRED,
             "this is a MediaSoupVTT signaling server: connect with a WebSocket to ws://host:port/<room>\n",
@@ -252,10 +305,12 @@ fn route(
     }
 }
 
-/// Accepts the WebSocket handshake and hands the connection to signaling.
+/// Accepts the WebSocket handshake (Origin, room token, per-client limit) and hands the
+/// connection to signaling.
 fn upgrade(
     request: Request<Incoming>,
     signaling: Arc<Signaling>,
+    admission: Arc<Admission>,
     shutdown: Shutdown,
 ) -> Response<Body> {
     let room = match room_name::from_path(request.uri().path()) {
@@ -268,13 +323,34 @@ fn upgrade(
             "missing Sec-WebSocket-Key header\n",
         );
     };
+    let Some(slot) = request.extensions().get::<Arc<ConnectionSlot>>().cloned() else {
+        return http::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "connection not admitted\n",
+        );
+    };
+    let client = admission.client_address(slot.peer(), request.headers());
+    let admitted = admission
+        .check_request(&room, request.headers(), request.uri().query())
+        .and_then(|()| slot.attribute(client));
+    if let Err(refusal) = admitted {
+        return http::text(refusal.status(), refusal.message());
+    }
     let accept = derive_accept_key(key.as_bytes());
+    let handshake_timeout = admission.limits().handshake_timeout;
     tokio::spawn(async move {
-        match hyper::upgrade::on(request).await {
-            Ok(upgraded) => {
+        let upgraded = tokio::time::timeout(handshake_timeout, hyper::upgrade::on(request)).await;
+        match upgraded {
+            Err(_) => {
+                admission.refused(RefusalReason::HandshakeTimeout);
+            }
+            Ok(Ok(upgraded)) => {
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(MAX_FRAME_BYTES))
-                    .max_frame_size(Some(MAX_FRAME_BYTES));
+                    .max_frame_size(Some(MAX_FRAME_BYTES))
+                    .read_buffer_size(WS_READ_BUFFER)
+                    // Each frame is flushed as it is sent; nothing to gather.
+                    .write_buffer_size(0);
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
@@ -282,8 +358,10 @@ fn upgrade(
                 )
                 .await;
                 signaling::serve(ws, room, signaling, shutdown).await;
+                // The connection's place is free once the peer is gone.
+                drop(slot);
             }
-            Err(error) => debug!(%error, "WebSocket upgrade failed"),
+            Ok(Err(error)) => debug!(%error, "WebSocket upgrade failed"),
         }
     });
     let mut response = http::text(StatusCode::SWITCHING_PROTOCOLS, "");

@@ -210,9 +210,12 @@ async fn a_stalled_sink_does_not_slow_signaling() {
     // sink for good.
     let (notify, _socket) = NotifySocket::bind("stalled", false);
     let notify_socket = notify.path.to_string_lossy().into_owned();
+    // One client sends all the requests: lift its request rate limit.
     let server = Server::start(&[
         ("NOTIFY_SOCKET", &notify_socket),
         ("WATCHDOG_USEC", "20000"),
+        ("MEDIASOUP_REQUESTS_PER_SEC", "1000000"),
+        ("MEDIASOUP_REQUEST_BURST", "1000000"),
     ]);
     let mut client = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
 

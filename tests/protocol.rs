@@ -60,7 +60,7 @@ async fn join_order_of_the_module_and_response_shapes() {
     for field in ["id", "iceParameters", "iceCandidates", "dtlsParameters"] {
         assert!(!data[field].is_null(), "{field} missing: {data}");
     }
-    let candidates = udp_and_tcp_candidates(&data);
+    let candidates = udp_and_tcp_candidates(data);
     for candidate in candidates {
         assert_eq!(candidate["address"], "127.0.0.1", "{candidate}");
         let port = candidate["port"].as_u64().unwrap() as u16;
@@ -339,8 +339,11 @@ async fn disconnect_closes_everything_and_tells_the_room() {
     server.wait_metric("mediasoup_server_transports{direction=\"recv\"}", 0.0);
 }
 
+/// A connection that no longer answers (a reload whose old socket lingers, a dropped network)
+/// gives its user id to the next connection of that user. `old` is not read while `new`
+/// claims the id, so it cannot answer the server's ping.
 #[tokio::test]
-async fn a_second_connection_of_the_same_user_replaces_the_first() {
+async fn a_silent_connection_of_the_same_user_is_taken_over() {
     let server = Server::start(&[]);
     let mut old = Client::connect(&server.url("/table"), A).await;
     let mut b = Client::connect(&server.url("/table"), B).await;
@@ -357,12 +360,55 @@ async fn a_second_connection_of_the_same_user_replaces_the_first() {
     let closed = b.notification_of("producerClosed").await;
     assert_eq!(closed["producerId"], mic.as_str());
     server.wait_metric("mediasoup_server_peers", 2.0);
+    assert_eq!(
+        server.metric("mediasoup_server_refusals_total{reason=\"user_id_taken\"}"),
+        0.0
+    );
 
     // The same user in another room is someone else's business.
     let mut elsewhere = Client::connect(&server.url("/other"), A).await;
     elsewhere.ok("getRouterRtpCapabilities", json!({})).await;
     assert!(new.has_notification_within(QUIET).await.is_none());
     new.ok("getRouterRtpCapabilities", json!({})).await;
+}
+
+/// While the connection holding a user id answers, nobody else can take the id (and its
+/// media): the newcomer gets an error, the holder keeps everything.
+#[tokio::test]
+async fn a_live_connection_keeps_its_user_id() {
+    let server = Server::start(&[]);
+    let mut owner = Client::connect(&server.url("/table"), A).await;
+    let mut b = Client::connect(&server.url("/table"), B).await;
+    let owner_join = owner.join().await;
+    b.join().await;
+    owner.produce(&owner_join.send, "audio", "mic").await;
+    b.notification_of("newProducer").await;
+
+    let mut intruder = Client::connect(&server.url("/table"), A).await;
+    // The owner reads (and so answers pings) while the intruder claims its id.
+    let (quiet, answer) = tokio::join!(
+        owner.has_notification_within(Duration::from_secs(3)),
+        intruder.request("getRouterRtpCapabilities", json!({}))
+    );
+    assert!(quiet.is_none(), "{quiet:?}");
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(error.contains("connected to this room already"), "{error}");
+    assert_eq!(
+        server.metric("mediasoup_server_refusals_total{reason=\"user_id_taken\"}"),
+        1.0
+    );
+    assert!(
+        b.has_notification_within(QUIET).await.is_none(),
+        "the owner's media stays"
+    );
+    owner.ok("getRouterRtpCapabilities", json!({})).await;
+    assert_eq!(server.metric("mediasoup_server_peers"), 3.0);
+    assert_eq!(
+        server.metric("mediasoup_server_producers{kind=\"audio\"}"),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -595,7 +641,8 @@ impl Rng {
 
 #[tokio::test]
 async fn mangled_requests_get_answers_and_break_nothing() {
-    let server = Server::start(&[]);
+    // 400 requests back to back from one client: over the default request rate.
+    let server = Server::start(&[("MEDIASOUP_REQUEST_BURST", "1000")]);
     let mut b = Client::connect(&server.url("/table"), B).await;
     let b_join = b.join().await;
     let b_mic = b.produce(&b_join.send, "audio", "mic").await;

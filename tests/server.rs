@@ -590,8 +590,10 @@ async fn join_then_stop_reading(server: &Server, room: &str, user: &str) -> (Raw
             let frame = tokio::time::timeout(DEADLINE, ws.next())
                 .await
                 .expect("an answer in time");
-            let Some(Ok(Message::Text(text))) = frame else {
-                panic!("socket closed while joining: {frame:?}");
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => panic!("socket closed while joining: {frame:?}"),
             };
             let frame: Value = serde_json::from_str(&text).unwrap();
             if frame["requestId"] == request_id.as_str() {
@@ -632,6 +634,14 @@ struct Churn {
     transport: String,
     rounds: usize,
 }
+
+/// The server settings [`Churn`] needs: its appData is over the default limit, and it sends
+/// its rounds back to back, over the default request rate.
+const CHURN_LIMITS: &[(&str, &str)] = &[
+    ("MEDIASOUP_MAX_APP_DATA_BYTES", "65536"),
+    ("MEDIASOUP_REQUESTS_PER_SEC", "100000"),
+    ("MEDIASOUP_REQUEST_BURST", "100000"),
+];
 
 impl Churn {
     async fn join(server: &Server, room: &str) -> Churn {
@@ -691,7 +701,7 @@ impl Churn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_does_not_read_is_dropped_while_the_others_are_served() {
-    let server = Server::start(&[]);
+    let server = Server::start(CHURN_LIMITS);
     let mut churn = Churn::join(&server, "/busy").await;
     // A normal peer reads everything it is sent, on its own task.
     let mut reader = Client::connect(&server.url("/busy"), "aaaaaaaaaaaaaaaa").await;
@@ -770,7 +780,7 @@ async fn a_peer_that_does_not_read_is_dropped_while_the_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_closed_with_1008() {
-    let server = Server::start(&[]);
+    let server = Server::start(CHURN_LIMITS);
     let mut churn = Churn::join(&server, "/busy").await;
     let (mut slow, _) = join_then_stop_reading(&server, "/busy", "bbbbbbbbbbbbbbbb").await;
     churn.until_too_slow(&server).await;
@@ -811,7 +821,7 @@ async fn a_peer_that_stops_reading_is_closed_with_1008() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_for_a_peer_that_does_not_read() {
-    let server = Server::start(&[]);
+    let server = Server::start(CHURN_LIMITS);
     let mut churn = Churn::join(&server, "/busy").await;
     let (_slow, slow_port) = join_then_stop_reading(&server, "/busy", "bbbbbbbbbbbbbbbb").await;
 

@@ -122,6 +122,10 @@ pub enum LeaveReason {
     Replaced,
     /// The client could not keep up with its notifications.
     TooSlow,
+    /// The client sent nothing, not even a pong, for `MEDIASOUP_PEER_TIMEOUT_SECS`.
+    TimedOut,
+    /// The client kept sending requests over its request rate.
+    RequestFlood,
     ServerShutdown,
 }
 
@@ -131,6 +135,8 @@ impl LeaveReason {
             LeaveReason::Disconnected => "disconnected",
             LeaveReason::Replaced => "replaced",
             LeaveReason::TooSlow => "too_slow",
+            LeaveReason::TimedOut => "timed_out",
+            LeaveReason::RequestFlood => "request_flood",
             LeaveReason::ServerShutdown => "server_shutdown",
         }
     }
@@ -398,6 +404,76 @@ pub struct StatsPolled {
     pub duration: Duration,
 }
 
+/// Why the server said no to a client: a limit, or access control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// `MEDIASOUP_MAX_CONNECTIONS` reached.
+    Connections,
+    /// `MEDIASOUP_MAX_CONNECTIONS_PER_IP` reached for the client's address.
+    ConnectionsPerIp,
+    /// The server has a secret and the URL has no token.
+    TokenMissing,
+    /// The token is not the room's.
+    TokenInvalid,
+    /// The page's Origin is not in `MEDIASOUP_ALLOWED_ORIGINS`.
+    Origin,
+    /// The request head or the WebSocket handshake took too long.
+    HandshakeTimeout,
+    /// `MEDIASOUP_MAX_PEERS_PER_ROOM` reached.
+    RoomFull,
+    /// `MEDIASOUP_MAX_ROOMS` reached.
+    Rooms,
+    /// A request over the socket's request rate.
+    RequestRate,
+    /// The user id belongs to a live connection.
+    UserIdTaken,
+    /// A `produce` whose appData is over `MEDIASOUP_MAX_APP_DATA_BYTES`.
+    AppDataSize,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 11] = [
+        RefusalReason::Connections,
+        RefusalReason::ConnectionsPerIp,
+        RefusalReason::TokenMissing,
+        RefusalReason::TokenInvalid,
+        RefusalReason::Origin,
+        RefusalReason::HandshakeTimeout,
+        RefusalReason::RoomFull,
+        RefusalReason::Rooms,
+        RefusalReason::RequestRate,
+        RefusalReason::UserIdTaken,
+        RefusalReason::AppDataSize,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Connections => "connections",
+            RefusalReason::ConnectionsPerIp => "connections_per_ip",
+            RefusalReason::TokenMissing => "token_missing",
+            RefusalReason::TokenInvalid => "token_invalid",
+            RefusalReason::Origin => "origin",
+            RefusalReason::HandshakeTimeout => "handshake_timeout",
+            RefusalReason::RoomFull => "room_full",
+            RefusalReason::Rooms => "rooms",
+            RefusalReason::RequestRate => "request_rate",
+            RefusalReason::UserIdTaken => "user_id_taken",
+            RefusalReason::AppDataSize => "app_data_size",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub reason: RefusalReason,
+}
+
+/// Log lines of the mediasoup workers dropped by the rate limit since the last report.
+#[derive(Debug, Clone)]
+pub struct WorkerLogSuppressed {
+    pub lines: u64,
+}
+
 /// Workers up and listeners bound: the server takes traffic.
 #[derive(Debug, Clone)]
 pub struct ServerReady {
@@ -406,6 +482,8 @@ pub struct ServerReady {
     pub workers: usize,
     /// The address put into ICE candidates, if any.
     pub announced: Option<String>,
+    /// WebSockets need a room token (`MEDIASOUP_SECRET`).
+    pub token_required: bool,
 }
 
 /// Shutdown began: no new connections.
@@ -463,6 +541,8 @@ events!(
     ConsumerLayersChanged,
     MediaSampled,
     StatsPolled,
+    Refused,
+    WorkerLogSuppressed,
     ServerReady,
     ServerStopping,
     ServerStopped,

@@ -17,7 +17,7 @@ use tracing::{info_span, Span};
 
 pub use codecs::media_codecs;
 pub use peer::{Peer, PeerError};
-pub use room::{Announcement, CloseSignal, PeerCommand, PeerLink, Room};
+pub use room::{Announcement, CloseSignal, Liveness, PeerCommand, PeerLink, Room};
 
 use crate::bus::{Bus, LeaveReason, PeerId, RoomName, RoomOpened, RouterClosed, RouterCreated};
 use crate::config::Config;

@@ -2,7 +2,9 @@
 //! and who needs to hear about them; each peer's media objects belong to that peer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
 use serde_json::Value;
@@ -60,11 +62,76 @@ impl CloseSignal {
     }
 }
 
+impl CloseSignal {
+    /// Whether the connection was asked to close.
+    pub fn is_set(&self) -> bool {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+/// Whether a peer's connection still answers: its connection records every frame it hears and
+/// sends a ping when asked.
+#[derive(Default)]
+pub struct Liveness {
+    heard: Mutex<Option<Instant>>,
+    heard_now: Notify,
+    ping_now: Notify,
+    ended: AtomicBool,
+}
+
+impl Liveness {
+    /// The connection heard a frame from its client.
+    pub fn heard(&self) {
+        *self.heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.heard_now.notify_waiters();
+    }
+
+    /// When the connection last heard its client.
+    pub fn last_heard(&self) -> Option<Instant> {
+        *self.heard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves when someone wants the connection to ping its client now.
+    pub async fn ping_requested(&self) {
+        self.ping_now.notified().await
+    }
+
+    /// The connection stopped reading its client.
+    pub fn ended(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+    }
+
+    /// Has the connection ping its client and waits up to `deadline` for it to hear anything.
+    pub async fn answers_within(&self, deadline: Duration) -> bool {
+        if self.ended.load(Ordering::Relaxed) {
+            return false;
+        }
+        let asked = Instant::now();
+        self.ping_now.notify_one();
+        let answered = async {
+            loop {
+                let heard = self.heard_now.notified();
+                tokio::pin!(heard);
+                heard.as_mut().enable();
+                if self.last_heard().is_some_and(|at| at >= asked) {
+                    return;
+                }
+                heard.await;
+            }
+        };
+        tokio::time::timeout(deadline, answered).await.is_ok()
+    }
+}
+
 /// How a room reaches one peer's connection.
 #[derive(Clone)]
 pub struct PeerLink {
     pub commands: mpsc::Sender<PeerCommand>,
     pub close: Arc<CloseSignal>,
+    pub liveness: Arc<Liveness>,
 }
 
 impl PeerLink {
@@ -160,6 +227,16 @@ impl Room {
 
     pub fn is_empty(&self) -> bool {
         self.members().is_empty()
+    }
+
+    /// The connection of another peer that holds `user_id` and has not been asked to close.
+    pub fn holder_of(&self, user_id: &str, except: PeerId) -> Option<PeerLink> {
+        self.members()
+            .iter()
+            .find(|(id, m)| {
+                **id != except && m.user_id.as_deref() == Some(user_id) && !m.link.close.is_set()
+            })
+            .map(|(_, m)| m.link.clone())
     }
 
     /// Names the peer's user; returns the peer it replaces (same user, older connection), which

@@ -1,21 +1,21 @@
 //! One WebSocket = one peer: reads requests, answers them in order, relays what the room has to
-//! say, and cleans up when the socket closes or the peer is replaced.
+//! say, pings it, and cleans up when the socket closes, the peer goes silent or is replaced.
 //!
-//! Writing never holds anything up: the connection's task only puts frames into the peer's
-//! [`Outbox`], and a writer task of its own drains it into the socket. A peer that does not read
-//! lets its socket fill up, then its outbox; once [`OUTGOING_LIMIT`] frames wait there it is
-//! closed with 1008. Closing never waits on the socket for more than [`CLOSE_GRACE`]: the close
-//! frame goes out if the socket still takes it by then, otherwise the connection is dropped.
+//! Answers and notifications go through the peer's [`Outbox`] (see `outbox`): a peer that does
+//! not read is closed with 1008. Closing never waits on the socket for more than
+//! [`CLOSE_GRACE`]: the close frame goes out if the socket still takes it by then, and the
+//! client's answering close frame is read if it comes by then; otherwise the connection is
+//! dropped.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -23,18 +23,25 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::handler::{self, FollowUp};
-use super::message::{self, ParseError};
-use crate::bus::{LeaveReason, PeerId, RequestHandled, RoomName, SocketOpened};
-use crate::rooms::{session_span, CloseSignal, Peer, PeerCommand, PeerLink, Rooms};
+use super::message::{self, ParseError, Request};
+use super::outbox::{close_frame, write_frames, Outbox, TooSlow, OUTGOING_LIMIT};
+use super::request_rate::RequestRate;
+use crate::bus::{
+    LeaveReason, PeerId, RefusalReason, Refused, RequestHandled, RoomName, SocketOpened,
+};
+use crate::config::Limits;
+use crate::rooms::{session_span, CloseSignal, Liveness, Peer, PeerCommand, PeerLink, Room, Rooms};
 use crate::shutdown::Shutdown;
 
 /// Room notifications queued for one peer before the room counts it as too slow.
 const COMMAND_QUEUE: usize = 512;
-/// Frames (answers and notifications) waiting for a peer's socket before it counts as too slow.
-pub const OUTGOING_LIMIT: usize = 512;
 /// How long closing a connection may wait for its socket to take what is left and the close
-/// frame; then the connection is dropped without it.
+/// frame, and again for the client's close frame; then the connection is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection claiming a user id waits for the connection that holds it to answer a
+/// ping: an answer means the holder is alive and keeps the id; silence means it is gone (a
+/// reload, a dropped network) and the newcomer takes over.
+const TAKEOVER_PROBE: Duration = Duration::from_secs(2);
 /// Largest text frame accepted (the biggest legitimate request, `consume` with Chrome's RTP
 /// capabilities, is about 10 KiB). Larger frames close the socket with code 1009.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
@@ -42,136 +49,17 @@ pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// What every connection shares.
 pub struct Signaling {
     pub rooms: Arc<Rooms>,
+    limits: Limits,
     next_peer: AtomicU64,
 }
 
 impl Signaling {
-    pub fn new(rooms: Arc<Rooms>) -> Self {
+    pub fn new(rooms: Arc<Rooms>, limits: Limits) -> Self {
         Signaling {
             rooms,
+            limits,
             next_peer: AtomicU64::new(1),
         }
-    }
-}
-
-type WsSink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
-
-/// The peer's outbox is over [`OUTGOING_LIMIT`]: it does not read what it is sent.
-#[derive(Debug)]
-struct TooSlow;
-
-/// Frames waiting to be written to one peer's socket, in order, then how the connection ends.
-/// Filled by the connection's task, drained by its writer task ([`write_frames`]).
-#[derive(Default)]
-struct Outbox {
-    state: Mutex<OutboxState>,
-    wake: Notify,
-}
-
-#[derive(Default)]
-struct OutboxState {
-    frames: VecDeque<Message>,
-    /// Set once the connection ends: the close frame to send after the frames, if any.
-    end: Option<Option<CloseFrame>>,
-}
-
-/// What the writer does next.
-enum Next {
-    Frame(Message),
-    End(Option<CloseFrame>),
-    Wait,
-}
-
-impl Outbox {
-    fn state(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues a frame; refused when [`OUTGOING_LIMIT`] frames are waiting already.
-    fn push(&self, text: String) -> Result<(), TooSlow> {
-        {
-            let mut state = self.state();
-            if state.frames.len() >= OUTGOING_LIMIT {
-                return Err(TooSlow);
-            }
-            state.frames.push_back(Message::text(text));
-        }
-        self.wake.notify_one();
-        Ok(())
-    }
-
-    /// Queues frames whatever the limit: the announcements owed to a late joiner, which may
-    /// outnumber the limit in a big room.
-    fn push_all(&self, texts: impl IntoIterator<Item = String>) {
-        self.state()
-            .frames
-            .extend(texts.into_iter().map(Message::text));
-        self.wake.notify_one();
-    }
-
-    fn queued(&self) -> usize {
-        self.state().frames.len()
-    }
-
-    /// Ends the connection: the writer sends what is queued (nothing when `discard`), then the
-    /// close frame if there is one, and stops.
-    fn end(&self, close: Option<CloseFrame>, discard: bool) {
-        {
-            let mut state = self.state();
-            if discard {
-                state.frames.clear();
-            }
-            state.end.get_or_insert(close);
-        }
-        self.wake.notify_one();
-    }
-
-    fn next(&self) -> Next {
-        let mut state = self.state();
-        if let Some(frame) = state.frames.pop_front() {
-            Next::Frame(frame)
-        } else if let Some(close) = state.end.take() {
-            Next::End(close)
-        } else {
-            Next::Wait
-        }
-    }
-}
-
-/// The writer task: drains the outbox into the socket until the connection ends or the socket
-/// fails. The only place that waits for the socket to take data.
-async fn write_frames<S>(mut sink: WsSink<S>, outbox: Arc<Outbox>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        match outbox.next() {
-            Next::Frame(frame) => {
-                if sink.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            Next::End(close) => {
-                if let Some(frame) = close {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                }
-                let _ = sink.close().await;
-                return;
-            }
-            Next::Wait => outbox.wake.notified().await,
-        }
-    }
-}
-
-/// A close frame with `reason` cut to what a control frame can carry (123 bytes, RFC 6455 5.5).
-fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    CloseFrame {
-        code,
-        reason: reason[..end].into(),
     }
 }
 
@@ -199,6 +87,7 @@ struct Ending {
 impl Ending {
     fn leave(reason: LeaveReason) -> Self {
         let close = match reason {
+            // The client closed: tungstenite echoes its close frame.
             LeaveReason::Disconnected => None,
             LeaveReason::Replaced => Some(close_frame(
                 CloseCode::Library(4000),
@@ -208,11 +97,27 @@ impl Ending {
                 CloseCode::Policy,
                 "too slow: the connection did not read its notifications",
             )),
+            LeaveReason::TimedOut => Some(close_frame(
+                CloseCode::Policy,
+                "timed out: no answer to pings",
+            )),
+            LeaveReason::RequestFlood => Some(close_frame(
+                CloseCode::Policy,
+                "too many requests: kept sending over the request rate",
+            )),
             LeaveReason::ServerShutdown => {
                 Some(close_frame(CloseCode::Away, "server shutting down"))
             }
         };
         Ending { reason, close }
+    }
+
+    /// The connection broke, or the client sent something that ends it, with this close code.
+    fn broken(code: CloseCode, reason: &str) -> Self {
+        Ending {
+            reason: LeaveReason::Disconnected,
+            close: Some(close_frame(code, reason)),
+        }
     }
 }
 
@@ -228,13 +133,17 @@ pub async fn serve<S>(
     let peer_id = PeerId(signaling.next_peer.fetch_add(1, Ordering::Relaxed));
     let (commands, mut command_queue) = mpsc::channel(COMMAND_QUEUE);
     let close_signal = Arc::new(CloseSignal::default());
+    let liveness = Arc::new(Liveness::default());
+    liveness.heard();
     let link = PeerLink {
         commands: commands.clone(),
         close: close_signal.clone(),
+        liveness: liveness.clone(),
     };
     let (mut sink, mut stream) = ws.split();
 
     let rooms = &signaling.rooms;
+    let limits = &signaling.limits;
     let room = match rooms.join(room_name.clone(), peer_id, link).await {
         Ok(room) => room,
         Err(error) => {
@@ -263,6 +172,12 @@ pub async fn serve<S>(
     let outbox = Arc::new(Outbox::default());
     let mut writer: JoinHandle<()> = tokio::spawn(write_frames(sink, outbox.clone()));
     let mut writer_done = false;
+    let mut pings = tokio::time::interval(limits.ping_interval);
+    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    pings.tick().await;
+    let mut rate = RequestRate::new(limits.requests_per_sec, limits.request_burst);
+    // Whether the client has sent its close frame (or its side is gone): nothing more to read.
+    let mut client_closed = false;
 
     let ending = loop {
         tokio::select! {
@@ -273,6 +188,13 @@ pub async fn serve<S>(
                 writer_done = true;
                 break Ending::leave(LeaveReason::Disconnected);
             }
+            _ = pings.tick() => {
+                if liveness.last_heard().is_none_or(|at| at.elapsed() >= limits.peer_timeout) {
+                    break Ending::leave(LeaveReason::TimedOut);
+                }
+                outbox.ping();
+            }
+            () = liveness.ping_requested() => outbox.ping(),
             Some(command) = command_queue.recv() => {
                 let text = match command {
                     PeerCommand::NewProducer(announcement) => message::new_producer(&announcement),
@@ -287,9 +209,15 @@ pub async fn serve<S>(
                 }
             }
             frame = stream.next() => {
+                liveness.heard();
                 let outcome = match frame {
                     Some(Ok(Message::Text(text))) => {
-                        handle_request(&mut peer, &outbox, &close_signal, &text).await
+                        if rate.admit() {
+                            let session = Session { outbox: &outbox, close: &close_signal, limits, room: &room };
+                            handle_request(&mut peer, &session, &text).await
+                        } else {
+                            refuse_over_rate(&peer, &outbox, &rate, limits, &text)
+                        }
                     }
                     Some(Ok(Message::Binary(_))) => outbox
                         .push(message::error_frame("binary frames are not part of the protocol: send JSON text frames"))
@@ -298,12 +226,17 @@ pub async fn serve<S>(
                     Some(Err(WsError::Capacity(error))) => {
                         debug!(parent: peer.span(), %error, "frame too large");
                         let reason = format!("frame too large: the limit is {MAX_FRAME_BYTES} bytes");
-                        Err(Ending {
-                            reason: LeaveReason::Disconnected,
-                            close: Some(close_frame(CloseCode::Size, &reason)),
-                        })
+                        Err(Ending::broken(CloseCode::Size, &reason))
+                    }
+                    Some(Err(WsError::Utf8(_))) => {
+                        Err(Ending::broken(CloseCode::Invalid, "text frame is not valid UTF-8"))
+                    }
+                    Some(Err(WsError::Protocol(error))) => {
+                        debug!(parent: peer.span(), %error, "WebSocket protocol error");
+                        Err(Ending::broken(CloseCode::Protocol, &error.to_string()))
                     }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                        client_closed = true;
                         Err(Ending::leave(LeaveReason::Disconnected))
                     }
                 };
@@ -314,6 +247,7 @@ pub async fn serve<S>(
         }
     };
 
+    liveness.ended();
     let too_slow = ending.reason == LeaveReason::TooSlow;
     if too_slow {
         warn!(
@@ -324,6 +258,7 @@ pub async fn serve<S>(
         );
     }
     // What is queued still goes out before the close frame, except to a peer that does not read.
+    let started_close = Instant::now();
     outbox.end(ending.close, too_slow);
     if !writer_done
         && tokio::time::timeout(CLOSE_GRACE, &mut writer)
@@ -333,6 +268,19 @@ pub async fn serve<S>(
         debug!(parent: peer.span(), grace = ?CLOSE_GRACE, "the socket did not take the close frame in time: dropping the connection");
         writer.abort();
         let _ = writer.await;
+    } else if !client_closed && !too_slow {
+        // Our close frame is out: read until the client's own close frame arrives, so that the
+        // socket is not closed with unread input (which resets the connection and can lose the
+        // close frame on its way).
+        let answered = async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if frame.is_close() {
+                    break;
+                }
+            }
+        };
+        let left = CLOSE_GRACE.saturating_sub(started_close.elapsed());
+        let _ = tokio::time::timeout(left, answered).await;
     }
     // Both halves are gone now: the socket is closed.
     drop(stream);
@@ -340,15 +288,38 @@ pub async fn serve<S>(
     rooms.leave(&room, peer_id).await;
 }
 
-/// Handles one request; a peer found too slow meanwhile is not kept waiting for the request to
-/// finish (it cannot take the answer anyway).
-async fn handle_request(
-    peer: &mut Peer,
+/// Answers a request over the socket's rate with an error; a client that keeps going is closed.
+fn refuse_over_rate(
+    peer: &Peer,
     outbox: &Outbox,
-    close_signal: &CloseSignal,
+    rate: &RequestRate,
+    limits: &Limits,
     text: &str,
 ) -> Result<(), Ending> {
-    let handling = on_request(peer, outbox, text);
+    peer.emit(Refused {
+        reason: RefusalReason::RequestRate,
+    });
+    if rate.flooding() {
+        return Err(Ending::leave(LeaveReason::RequestFlood));
+    }
+    let error = format!(
+        "too many requests: at most {} per second (bursts of {})",
+        limits.requests_per_sec, limits.request_burst
+    );
+    let frame = match message::request_id(text) {
+        Some(request_id) => message::error_response(&request_id, &error),
+        None => message::error_frame(&error),
+    };
+    outbox
+        .push(frame)
+        .map_err(|TooSlow| Ending::leave(LeaveReason::TooSlow))
+}
+
+/// Handles one request; a peer found too slow meanwhile is not kept waiting for the request to
+/// finish (it cannot take the answer anyway).
+async fn handle_request(peer: &mut Peer, session: &Session<'_>, text: &str) -> Result<(), Ending> {
+    let close_signal = session.close;
+    let handling = on_request(peer, session, text);
     tokio::pin!(handling);
     let mut closing = false;
     loop {
@@ -368,7 +339,25 @@ async fn handle_request(
 }
 
 /// Answers one text frame: queues the answer (and what follows it) in the outbox.
-async fn on_request(peer: &mut Peer, outbox: &Outbox, text: &str) -> Result<(), TooSlow> {
+/// What handling a request needs of its connection.
+struct Session<'a> {
+    outbox: &'a Outbox,
+    close: &'a CloseSignal,
+    limits: &'a Limits,
+    room: &'a Room,
+}
+
+/// Whether another live connection holds `user_id`: it is asked to answer a ping first, and
+/// only a silent one gives the id up.
+async fn user_id_taken(peer: &Peer, room: &Room, user_id: &str) -> bool {
+    match room.holder_of(user_id, peer.id) {
+        Some(holder) => holder.liveness.answers_within(TAKEOVER_PROBE).await,
+        None => false,
+    }
+}
+
+async fn on_request(peer: &mut Peer, session: &Session<'_>, text: &str) -> Result<(), TooSlow> {
+    let (outbox, limits) = (session.outbox, session.limits);
     let started = Instant::now();
     let (kind, ok) = match message::parse(text) {
         Err(ParseError::Unanswerable(error)) => {
@@ -385,6 +374,28 @@ async fn on_request(peer: &mut Peer, outbox: &Outbox, text: &str) -> Result<(), 
             }
             outbox.push(message::error_response(&request_id, &error))?;
             (kind.unwrap_or("invalid"), false)
+        }
+        Ok(envelope) if app_data_too_large(&envelope.request, limits) => {
+            peer.emit(Refused {
+                reason: RefusalReason::AppDataSize,
+            });
+            let error = format!(
+                "appData is too large: at most {} bytes of JSON",
+                limits.max_app_data_bytes
+            );
+            outbox.push(message::error_response(&envelope.request_id, &error))?;
+            (envelope.kind, false)
+        }
+        Ok(envelope) if user_id_taken(peer, session.room, &envelope.user_id).await => {
+            peer.emit(Refused {
+                reason: RefusalReason::UserIdTaken,
+            });
+            let error = format!(
+                "user {:?} is connected to this room already, from a connection that still answers: close that one first (another tab?)",
+                envelope.user_id
+            );
+            outbox.push(message::error_response(&envelope.request_id, &error))?;
+            (envelope.kind, false)
         }
         Ok(envelope) => {
             let span = info_span!(
@@ -436,6 +447,15 @@ async fn on_request(peer: &mut Peer, outbox: &Outbox, text: &str) -> Result<(), 
     Ok(())
 }
 
+/// A `produce` whose appData is over the limit: it would be copied to every peer of the room.
+fn app_data_too_large(request: &Request, limits: &Limits) -> bool {
+    match request {
+        Request::Produce { app_data, .. } => serde_json::to_string(app_data)
+            .map_or(true, |json| json.len() > limits.max_app_data_bytes),
+        _ => false,
+    }
+}
+
 async fn follow_up(peer: &mut Peer, outbox: &Outbox, then: FollowUp) {
     match then {
         FollowUp::None => {}
@@ -447,56 +467,5 @@ async fn follow_up(peer: &mut Peer, outbox: &Outbox, then: FollowUp) {
                 warn!(%consumer, %error, "could not start the consumer");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(next: Next) -> String {
-        match next {
-            Next::Frame(Message::Text(text)) => text.as_str().to_owned(),
-            _ => panic!("expected a text frame"),
-        }
-    }
-
-    #[test]
-    fn outbox_refuses_frames_over_the_limit_but_not_announcements() {
-        let outbox = Outbox::default();
-        for n in 0..OUTGOING_LIMIT {
-            outbox.push(n.to_string()).expect("under the limit");
-        }
-        assert!(outbox.push("one too many".into()).is_err());
-        outbox.push_all(["announced".to_owned()]);
-        assert_eq!(outbox.queued(), OUTGOING_LIMIT + 1);
-        assert_eq!(text(outbox.next()), "0");
-        assert!(outbox.push("still over".into()).is_err());
-        assert_eq!(text(outbox.next()), "1");
-        outbox
-            .push("room again".into())
-            .expect("room for one frame");
-    }
-
-    #[test]
-    fn outbox_ends_after_its_frames_or_at_once_when_discarding() {
-        let outbox = Outbox::default();
-        outbox.push("answer".into()).unwrap();
-        outbox.end(Some(close_frame(CloseCode::Away, "bye")), false);
-        assert_eq!(text(outbox.next()), "answer");
-        assert!(matches!(outbox.next(), Next::End(Some(frame)) if frame.code == CloseCode::Away));
-        assert!(matches!(outbox.next(), Next::Wait));
-
-        let outbox = Outbox::default();
-        outbox.push("never read".into()).unwrap();
-        outbox.end(Some(close_frame(CloseCode::Policy, "too slow")), true);
-        assert!(matches!(outbox.next(), Next::End(Some(frame)) if frame.code == CloseCode::Policy));
-    }
-
-    #[test]
-    fn close_reasons_fit_a_control_frame() {
-        let frame = close_frame(CloseCode::Error, &"é".repeat(100));
-        assert!(frame.reason.len() <= 123);
-        assert!(frame.reason.chars().all(|c| c == 'é'));
     }
 }

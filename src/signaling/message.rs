@@ -99,10 +99,38 @@ pub enum ParseError {
     },
 }
 
+/// Longest `requestId` string accepted (the module's are `req_<n>`).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Just the `requestId` of a frame; serde_json skips the other fields without recursing, so
+/// this reads it even from a frame nested too deeply to parse.
+#[derive(Deserialize)]
+struct RequestIdOnly {
+    #[serde(rename = "requestId")]
+    request_id: Option<Value>,
+}
+
+/// The `requestId` of a frame that may not be a valid request, when it has a usable one.
+pub fn request_id(text: &str) -> Option<Value> {
+    let id = serde_json::from_str::<RequestIdOnly>(text)
+        .ok()?
+        .request_id?;
+    matches!(id, Value::String(_) | Value::Number(_)).then_some(id)
+}
+
 /// Reads one text frame.
 pub fn parse(text: &str) -> Result<Envelope, ParseError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ParseError::Unanswerable(format!("frame is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let error = format!("frame is not valid JSON: {e}");
+        match request_id(text) {
+            Some(request_id) => ParseError::Invalid {
+                request_id,
+                kind: None,
+                error,
+            },
+            None => ParseError::Unanswerable(error),
+        }
+    })?;
     let Value::Object(object) = value else {
         return Err(ParseError::Unanswerable(
             "frame is not a JSON object: send {\"type\": ..., \"requestId\": ..., \"userId\": ...}"
@@ -110,8 +138,15 @@ pub fn parse(text: &str) -> Result<Envelope, ParseError> {
         ));
     };
     let request_id = match object.get("requestId") {
-        Some(id @ Value::String(s)) if !s.is_empty() && s.len() <= 128 => id.clone(),
+        Some(id @ Value::String(s)) if !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN => id.clone(),
         Some(id @ Value::Number(_)) => id.clone(),
+        Some(id @ Value::String(_)) => {
+            return Err(ParseError::Invalid {
+                request_id: id.clone(),
+                kind: None,
+                error: format!("requestId must be a non-empty string of at most {MAX_REQUEST_ID_LEN} characters, like \"req_0\""),
+            })
+        }
         _ => {
             return Err(ParseError::Unanswerable(
                 "request has no usable requestId (a non-empty string, like \"req_0\")".into(),
@@ -242,12 +277,39 @@ mod tests {
             "not json",
             "[1,2]",
             r#"{"type":"produce"}"#,
-            r#"{"requestId":""}"#,
+            r#"{"requestId":{"a":1}}"#,
         ] {
             assert!(
                 matches!(parse(text), Err(ParseError::Unanswerable(_))),
                 "{text}"
             );
+        }
+    }
+
+    /// Whenever a requestId can be read, the answer carries it, so the client's request does
+    /// not wait for its own timeout.
+    #[test]
+    fn unusable_frames_keep_their_request_id() {
+        let deep = format!(
+            r#"{{"requestId":"req_7","type":"produce","userId":"u","appData":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        for (text, id) in [
+            (deep, "req_7".to_owned()),
+            (
+                format!(r#"{{"requestId":"{long}","type":"consume"}}"#),
+                long.clone(),
+            ),
+            (r#"{"requestId":""}"#.to_owned(), String::new()),
+        ] {
+            match parse(&text) {
+                Err(ParseError::Invalid { request_id, .. }) => {
+                    assert_eq!(request_id, Value::String(id), "{text:.60}")
+                }
+                other => panic!("{text:.60}: {other:?}"),
+            }
         }
     }
 

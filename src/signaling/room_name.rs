@@ -1,7 +1,7 @@
 //! The room a WebSocket joins is named by its URL path: `/` is `default`, `/my-table` is
 //! `my-table`, `/vtt/table%201` is `vtt/table 1`. The query string is ignored.
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::bus::RoomName;
 
@@ -30,6 +30,29 @@ pub fn from_path(path: &str) -> Result<RoomName, String> {
     Ok(name.into())
 }
 
+/// What a path segment cannot hold unencoded (RFC 3986), `/` aside: rooms may have levels.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// The URL path (without the leading `/`) that names `room`: the inverse of [`from_path`].
+pub fn to_path(room: &str) -> String {
+    utf8_percent_encode(room, PATH).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +65,13 @@ mod tests {
         assert_eq!(&*from_path("/my-table/").unwrap(), "my-table");
         assert_eq!(&*from_path("/vtt/table%201").unwrap(), "vtt/table 1");
         assert_eq!(&*from_path("/%C3%A9t%C3%A9").unwrap(), "été");
+    }
+
+    #[test]
+    fn paths_name_the_room_they_came_from() {
+        for room in ["default", "vtt/table 1", "été", "a?b#c%d"] {
+            assert_eq!(&*from_path(&format!("/{}", to_path(room))).unwrap(), room);
+        }
     }
 
     #[test]

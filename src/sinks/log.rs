@@ -115,8 +115,15 @@ fn log(envelope: &Envelope) -> bool {
         Event::StatsPolled(e) => {
             debug!(parent: span, objects = e.objects, skipped = e.skipped, duration_ms = e.duration.as_millis() as u64, "stats polled")
         }
+        Event::Refused(e) => debug!(parent: span, reason = e.reason.as_str(), "refused"),
+        Event::WorkerLogSuppressed(e) => {
+            warn!(parent: span, lines = e.lines, "suppressed mediasoup worker log lines over the rate limit (their count is in mediasoup_server_worker_log_lines_suppressed_total)")
+        }
         Event::ServerReady(e) => {
             info!(parent: span, listen = %e.listen, metrics = %e.metrics, workers = e.workers, announced = e.announced.as_deref(), "listening for signaling on {} (metrics on {})", e.listen, e.metrics);
+            if !e.token_required {
+                warn!(parent: span, "MEDIASOUP_SECRET is unset: anyone who reaches this server can join any room; set it and give each table the URL that `mediasoup-server token <room>` prints");
+            }
             if e.announced.is_none() {
                 warn!(parent: span, "no address to announce: MEDIASOUP_ANNOUNCED_IP is unset and none could be detected, so browsers cannot reach the media ports; set MEDIASOUP_ANNOUNCED_IP");
             }

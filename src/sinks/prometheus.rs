@@ -17,7 +17,9 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::bus::{kind_str, Bus, Direction, Envelope, Event, JoinFailure, JoinStage, MediaSampled};
+use crate::bus::{
+    kind_str, Bus, Direction, Envelope, Event, JoinFailure, JoinStage, MediaSampled, RefusalReason,
+};
 use crate::health::Health;
 use crate::http;
 use crate::shutdown::Shutdown;
@@ -55,6 +57,8 @@ pub struct Metrics {
     stats_poll: Histogram,
     stats_skipped: IntCounter,
     dropped: IntCounterVec,
+    refusals: IntCounterVec,
+    worker_log_suppressed: IntCounter,
 }
 
 /// Creates metrics under the common prefix and registers them. Names, labels and buckets are
@@ -258,6 +262,15 @@ impl Metrics {
                 "Events a sink missed because its queue was full.",
                 &["sink"],
             ),
+            refusals: d.counters(
+                "refusals_total",
+                "Connections and requests refused by a limit or by access control.",
+                &["reason"],
+            ),
+            worker_log_suppressed: d.counter(
+                "worker_log_lines_suppressed_total",
+                "mediasoup worker log lines dropped by the log rate limit.",
+            ),
             registry,
             bus,
             health,
@@ -292,6 +305,9 @@ impl Metrics {
         }
         for reason in JoinFailure::ALL {
             self.join_failures.with_label_values(&[reason.as_str()]);
+        }
+        for reason in RefusalReason::ALL {
+            self.refusals.with_label_values(&[reason.as_str()]);
         }
         for request in REQUEST_TYPES.into_iter().chain(["invalid"]) {
             self.request_duration.with_label_values(&[request]);
@@ -378,6 +394,8 @@ impl Metrics {
                 self.stats_poll.observe(e.duration.as_secs_f64());
                 self.stats_skipped.inc_by(e.skipped as u64);
             }
+            Event::Refused(e) => self.refusals.with_label_values(&[e.reason.as_str()]).inc(),
+            Event::WorkerLogSuppressed(e) => self.worker_log_suppressed.inc_by(e.lines),
             _ => {}
         }
     }
@@ -459,5 +477,5 @@ pub async fn serve(metrics: Arc<Metrics>, listener: TcpListener, shutdown: Shutd
             }
         }
     };
-    http::serve(listener, handler, shutdown).await;
+    http::serve(listener, handler, shutdown, None).await;
 }

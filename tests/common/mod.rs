@@ -64,6 +64,52 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
+/// Sends a WebSocket upgrade request for `target` (path and query) with `headers` on a fresh
+/// connection and returns the response's status and body (empty for 101).
+pub fn upgrade_status(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    read_response(&mut stream)
+}
+
+/// Reads one HTTP response head and its `Content-Length` body: (status, body).
+pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("a status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("a length");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
@@ -292,7 +338,7 @@ pub fn client_rtp_capabilities() -> Value {
     })
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
 
 /// How [`Client::has_notification_within`] fails on a dead connection.
 const QUIET_CHECK_ON_CLOSED: &str = "socket closed while checking that no notification arrives";
@@ -321,19 +367,53 @@ impl Client {
         }
     }
 
+    /// Connects with extra request headers (`Origin`, `X-Forwarded-For`).
+    pub async fn connect_with(url: &str, user_id: &str, headers: &[(&str, &str)]) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderName;
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
+            request
+                .headers_mut()
+                .insert(name, value.parse().expect("header value"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client {
+            ws,
+            user_id: user_id.to_owned(),
+            next_request: 0,
+            next_mid: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The WebSocket itself, for tests that need frames the protocol never sends.
+    pub fn ws(&mut self) -> &mut Ws {
+        &mut self.ws
+    }
+
     pub async fn send_raw(&mut self, frame: Message) {
         self.ws.send(frame).await.expect("send frame");
     }
 
-    /// The next frame from the server, `None` once the socket closed.
+    /// The next frame from the server, `None` once the socket closed. Pings do not count: the
+    /// deadline is for a text frame.
     async fn next_frame(&mut self) -> Option<Value> {
-        let frame = tokio::time::timeout(DEADLINE, self.ws.next())
-            .await
-            .expect("a frame from the server in time");
-        match frame {
-            Some(Ok(Message::Text(text))) => Some(serde_json::from_str(&text).expect("JSON frame")),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
-            Some(Ok(_)) => Box::pin(self.next_frame()).await,
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let frame = tokio::time::timeout_at(until, self.ws.next())
+                .await
+                .expect("a frame from the server in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"))
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
         }
     }
 
@@ -456,8 +536,9 @@ impl Client {
 
     /// Waits for the server to close the socket; returns the close frame's code and reason.
     pub async fn closed(&mut self) -> (u16, String) {
+        let until = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+            let frame = tokio::time::timeout_at(until, self.ws.next())
                 .await
                 .expect("socket closed in time");
             match frame {

@@ -263,6 +263,21 @@ test('signaling and media: two peers, a late joiner, a departure, two rooms kept
 });
 
 /** [name, labels] of every series the README's Metrics table promises from start-up. */
+// Why the server refuses a connection or request (README, "Security").
+const REFUSAL_REASONS = [
+  'connections',
+  'connections_per_ip',
+  'token_missing',
+  'token_invalid',
+  'origin',
+  'handshake_timeout',
+  'room_full',
+  'rooms',
+  'request_rate',
+  'user_id_taken',
+  'app_data_size',
+];
+
 function contractSeries() {
   const series = [
     ['mediasoup_server_ready', {}],
@@ -272,6 +287,7 @@ function contractSeries() {
     ['mediasoup_server_rooms', {}],
     ['mediasoup_server_peers', {}],
     ['mediasoup_server_stats_objects_skipped_total', {}],
+    ['mediasoup_server_worker_log_lines_suppressed_total', {}],
     ['process_cpu_seconds_total', {}],
     ['process_resident_memory_bytes', {}],
     ['process_open_fds', {}],
@@ -300,6 +316,7 @@ function contractSeries() {
     histogram('mediasoup_server_signaling_request_duration_seconds', { type });
   }
   for (const protocol of ['udp', 'tcp']) series.push(['mediasoup_server_ice_selected_tuples_total', { protocol }]);
+  for (const reason of REFUSAL_REASONS) series.push(['mediasoup_server_refusals_total', { reason }]);
   for (const worker of ['0', '1']) {
     histogram('mediasoup_server_worker_request_duration_seconds', { worker });
     series.push(['mediasoup_server_worker_rooms', { worker }], ['mediasoup_server_worker_transports', { worker }]);

@@ -157,13 +157,15 @@ export async function establishedTcpFromProc({ localIp, remoteIp, min, max }) {
 /**
  * A TCP relay in front of the server's signaling port, on `host`. drop() resets both sides
  * (TCP RST, no WebSocket close frame): the server sees the connection die, as when a
- * player's network goes away.
+ * player's network goes away. stall() stops relaying on the connections open now while
+ * keeping them open (a network that went silent: the server's pings go unanswered);
+ * dropStalled() then resets just those.
  */
 export async function startTcpRelay({ host, target }) {
   const pairs = new Set();
   const relay = net.createServer((client) => {
     const upstream = net.connect(target);
-    const pair = { client, upstream };
+    const pair = { client, upstream, stalled: false };
     pairs.add(pair);
     const end = () => {
       pairs.delete(pair);
@@ -186,6 +188,22 @@ export async function startTcpRelay({ host, target }) {
         client.resetAndDestroy();
       }
       pairs.clear();
+    },
+    stall() {
+      for (const pair of pairs) {
+        pair.stalled = true;
+        pair.client.unpipe(pair.upstream);
+        pair.upstream.unpipe(pair.client);
+        pair.client.pause();
+        pair.upstream.pause();
+      }
+    },
+    dropStalled() {
+      for (const pair of [...pairs].filter((p) => p.stalled)) {
+        pairs.delete(pair);
+        pair.upstream.resetAndDestroy();
+        pair.client.resetAndDestroy();
+      }
     },
     close: () =>
       new Promise((resolve) => {

@@ -12,10 +12,15 @@ use std::time::Duration;
 use mediasoup::worker::{WorkerLogLevel, WorkerLogTag};
 use serde::Deserialize;
 
+mod security;
+pub use security::{Access, IpNet, Limits, Secret};
+
 /// Settings the server runs with, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// Accept queue of the signaling listener (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
     pub metrics_addr: SocketAddr,
     pub num_workers: NonZeroUsize,
     pub worker_log_level: WorkerLogLevel,
@@ -28,6 +33,8 @@ pub struct Config {
     pub max_incoming_bitrate: u32,
     pub stats_interval: Duration,
     pub log_format: LogFormat,
+    pub access: Access,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +67,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Default, Deserialize)]
 struct RawConfig {
     listen_addr: Option<String>,
+    listen_backlog: Option<String>,
     metrics_addr: Option<String>,
     num_workers: Option<String>,
     log_level: Option<String>,
@@ -71,9 +79,27 @@ struct RawConfig {
     max_incoming_bitrate: Option<String>,
     stats_interval_secs: Option<String>,
     log_format: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+    allowed_origins: Option<String>,
+    trusted_proxies: Option<String>,
+    max_connections: Option<String>,
+    max_connections_per_ip: Option<String>,
+    max_peers_per_room: Option<String>,
+    max_rooms: Option<String>,
+    requests_per_sec: Option<String>,
+    request_burst: Option<String>,
+    handshake_timeout_secs: Option<String>,
+    max_app_data_bytes: Option<String>,
+    ping_interval_secs: Option<String>,
+    peer_timeout_secs: Option<String>,
 }
 
 const PREFIX: &str = "MEDIASOUP_";
+
+/// Enough for a burst of joins (a table reconnecting at once, a server restart) without
+/// clients waiting a full SYN retransmission.
+const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 
 impl Config {
     /// Reads `.env` (when present; real environment variables win) and then the environment.
@@ -101,7 +127,7 @@ impl Config {
         let vars = vars
             .into_iter()
             .filter(|(name, _)| name.starts_with(PREFIX));
-        let raw: RawConfig =
+        let mut raw: RawConfig =
             envy::prefixed(PREFIX)
                 .from_iter(vars)
                 .map_err(|error| ConfigError {
@@ -110,6 +136,8 @@ impl Config {
                     accepted: "valid UTF-8 values".into(),
                 })?;
 
+        let access = security::access(&mut raw)?;
+        let limits = security::limits(&mut raw)?;
         let rtc_min_port = parse(
             "RTC_MIN_PORT",
             raw.rtc_min_port,
@@ -167,6 +195,11 @@ impl Config {
                 SocketAddr::from(([0, 0, 0, 0], 3000)),
                 "an address with port, like 0.0.0.0:3000 or [::]:3000",
             )?,
+            listen_backlog: security::positive(
+                "LISTEN_BACKLOG",
+                raw.listen_backlog,
+                DEFAULT_LISTEN_BACKLOG,
+            )?,
             metrics_addr: parse(
                 "METRICS_ADDR",
                 raw.metrics_addr,
@@ -192,6 +225,8 @@ impl Config {
             )?,
             stats_interval: Duration::from_secs(stats_secs),
             log_format: parse_log_format(raw.log_format)?,
+            access,
+            limits,
         })
     }
 }
@@ -324,6 +359,7 @@ mod tests {
     /// Every variable the server reads, each with a valid value other than its default.
     const EVERY_VARIABLE: &[(&str, &str)] = &[
         ("MEDIASOUP_LISTEN_ADDR", "127.0.0.1:4000"),
+        ("MEDIASOUP_LISTEN_BACKLOG", "4096"),
         ("MEDIASOUP_METRICS_ADDR", "127.0.0.2:9500"),
         ("MEDIASOUP_NUM_WORKERS", "3"),
         ("MEDIASOUP_LOG_LEVEL", "debug"),
@@ -335,7 +371,26 @@ mod tests {
         ("MEDIASOUP_MAX_INCOMING_BITRATE", "800000"),
         ("MEDIASOUP_STATS_INTERVAL_SECS", "3"),
         ("MEDIASOUP_LOG_FORMAT", "json"),
+        ("MEDIASOUP_SECRET", "a secret of 24 characters"),
+        (
+            "MEDIASOUP_ALLOWED_ORIGINS",
+            "https://vtt.example.org, http://10.0.0.5:30000/",
+        ),
+        ("MEDIASOUP_TRUSTED_PROXIES", "10.0.0.0/8,::1"),
+        ("MEDIASOUP_MAX_CONNECTIONS", "100"),
+        ("MEDIASOUP_MAX_CONNECTIONS_PER_IP", "5"),
+        ("MEDIASOUP_MAX_PEERS_PER_ROOM", "8"),
+        ("MEDIASOUP_MAX_ROOMS", "7"),
+        ("MEDIASOUP_REQUESTS_PER_SEC", "6"),
+        ("MEDIASOUP_REQUEST_BURST", "60"),
+        ("MEDIASOUP_HANDSHAKE_TIMEOUT_SECS", "4"),
+        ("MEDIASOUP_MAX_APP_DATA_BYTES", "1000"),
+        ("MEDIASOUP_PING_INTERVAL_SECS", "2"),
+        ("MEDIASOUP_PEER_TIMEOUT_SECS", "9"),
     ];
+
+    /// Variables that replace one of [`EVERY_VARIABLE`] (and cannot be set with it).
+    const ALTERNATIVES: &[&str] = &["MEDIASOUP_SECRET_FILE"];
 
     #[test]
     fn reads_every_variable() {
@@ -343,6 +398,7 @@ mod tests {
         vars.push(("UNRELATED", "ignored"));
         let config = config(&vars).expect("valid");
         assert_eq!(config.listen_addr, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(config.listen_backlog, 4096);
         assert_eq!(config.metrics_addr, "127.0.0.2:9500".parse().unwrap());
         assert_eq!(config.num_workers.get(), 3);
         assert_eq!(config.worker_log_level, WorkerLogLevel::Debug);
@@ -359,6 +415,65 @@ mod tests {
         assert_eq!(config.max_incoming_bitrate, 800_000);
         assert_eq!(config.stats_interval, Duration::from_secs(3));
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(
+            config.access.secret,
+            Some(Secret(b"a secret of 24 characters".to_vec()))
+        );
+        assert_eq!(
+            config.access.allowed_origins,
+            ["https://vtt.example.org", "http://10.0.0.5:30000"]
+        );
+        assert_eq!(
+            config.access.trusted_proxies,
+            [
+                "10.0.0.0/8".parse().unwrap(),
+                "::1".parse::<IpNet>().unwrap()
+            ]
+        );
+        let limits = &config.limits;
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_ip),
+            (100, 5)
+        );
+        assert_eq!((limits.max_peers_per_room, limits.max_rooms), (8, 7));
+        assert_eq!((limits.requests_per_sec, limits.request_burst), (6, 60));
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(limits.max_app_data_bytes, 1000);
+        assert_eq!(limits.ping_interval, Duration::from_secs(2));
+        assert_eq!(limits.peer_timeout, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn reads_the_secret_from_a_file() {
+        let path = std::env::temp_dir().join(format!("mediasoup-secret-{}", std::process::id()));
+        std::fs::write(&path, "from a credential file\n").unwrap();
+        let file = path.to_string_lossy().into_owned();
+        let read = config(&[("MEDIASOUP_SECRET_FILE", &file)]);
+        let both = config(&[
+            ("MEDIASOUP_SECRET_FILE", &file),
+            ("MEDIASOUP_SECRET", "a secret of 24 characters"),
+        ]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            read.expect("readable").access.secret,
+            Some(Secret(b"from a credential file".to_vec()))
+        );
+        assert_eq!(both.expect_err("both").variable, "MEDIASOUP_SECRET_FILE");
+        let missing = config(&[("MEDIASOUP_SECRET_FILE", "/nonexistent/secret")]);
+        assert!(missing
+            .expect_err("missing")
+            .to_string()
+            .contains("/nonexistent/secret"));
+    }
+
+    #[test]
+    fn a_peer_times_out_only_after_a_ping() {
+        let error = config(&[
+            ("MEDIASOUP_PING_INTERVAL_SECS", "10"),
+            ("MEDIASOUP_PEER_TIMEOUT_SECS", "10"),
+        ])
+        .expect_err("timeout not above the interval");
+        assert_eq!(error.variable, "MEDIASOUP_PEER_TIMEOUT_SECS");
     }
 
     /// Each variable is really parsed: a value it cannot take is refused, naming it.
@@ -373,14 +488,18 @@ mod tests {
     /// The variables above are exactly the ones `.env.example` documents.
     #[test]
     fn the_documented_variables_are_the_ones_read() {
-        let mut documented: Vec<&str> = include_str!("../.env.example")
+        let mut documented: Vec<&str> = include_str!("../../.env.example")
             .lines()
             .filter_map(|line| line.trim_start_matches('#').split_once('='))
             .map(|(name, _)| name.trim())
             .filter(|name| name.starts_with(PREFIX))
             .collect();
         documented.sort_unstable();
-        let mut tested: Vec<&str> = EVERY_VARIABLE.iter().map(|(name, _)| *name).collect();
+        let mut tested: Vec<&str> = EVERY_VARIABLE
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(ALTERNATIVES.iter().copied())
+            .collect();
         tested.sort_unstable();
         assert_eq!(documented, tested);
     }
