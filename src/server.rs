@@ -29,7 +29,6 @@ use crate::workers::{SpawnError, WorkerPool};
 
 /// Queue sizes of the sinks: generous, since a full queue loses events.
 const LOG_QUEUE: usize = 8192;
-const METRICS_QUEUE: usize = 8192;
 const SYSTEMD_QUEUE: usize = 1024;
 /// How long peers get to close on shutdown, and sinks to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,7 +96,6 @@ pub async fn run_until(
 
     let mut bus = BusBuilder::default();
     let log_events = bus.subscribe("log", LOG_QUEUE);
-    let metric_events = bus.subscribe("prometheus", METRICS_QUEUE);
     let systemd_events = sinks::systemd::enabled().then(|| bus.subscribe("systemd", SYSTEMD_QUEUE));
     let bus = bus.build();
 
@@ -107,14 +105,12 @@ pub async fn run_until(
         bus.clone(),
         health.clone(),
     ));
-    sink_tasks.push(tokio::spawn(sinks::prometheus::run(
-        metrics.clone(),
-        metric_events,
-    )));
+    bus.observe(metrics.clone());
     if let Some(events) = systemd_events {
         sink_tasks.push(tokio::spawn(sinks::systemd::run(
             events,
             health.clone(),
+            bus.census().clone(),
             workers_configured,
         )));
     }

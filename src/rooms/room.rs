@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tracing::Span;
 
-use crate::bus::{Bus, LeaveReason, PeerId, RoomClosed, RoomName};
+use crate::bus::{Bus, Counted, LeaveReason, Object, PeerId, RoomClosed, RoomName};
 use crate::workers::Placement;
 
 /// What a room asks of a peer's connection.
@@ -100,11 +100,15 @@ pub struct Room {
     pub span: Span,
     members: Mutex<HashMap<PeerId, Member>>,
     bus: Bus,
+    /// Counts the room while it exists.
+    _counted: Counted,
 }
 
 impl Room {
     pub fn new(name: RoomName, router: Router, placement: Placement, span: Span, bus: Bus) -> Self {
+        let worker = placement.worker().index;
         Room {
+            _counted: bus.census().count(Object::Room { worker }),
             name,
             router,
             placement,

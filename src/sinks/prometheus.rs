@@ -1,4 +1,6 @@
-//! The Prometheus sink: turns bus events into metrics and serves them on `GET /metrics`.
+//! The Prometheus sink: counts bus events into counters and histograms as they are emitted (it
+//! is the bus's [`Observer`], so none is lost to a full queue), reads the current-state gauges
+//! from the [`Census`](crate::bus::Census) at scrape time, and serves both on `GET /metrics`.
 //!
 //! Labels are bounded by construction (kinds, directions, stages, reasons, request types,
 //! outcomes, worker indexes, sink names); every known label combination is created at start-up
@@ -7,6 +9,7 @@
 use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
+use mediasoup::prelude::MediaKind;
 use mediasoup::types::data_structures::DtlsState;
 use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
@@ -15,9 +18,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
-use crate::bus::{kind_str, Bus, Direction, Envelope, Event, JoinFailure, JoinStage, MediaSampled};
+use crate::bus::{kind_str, Bus, Direction, Event, JoinFailure, JoinStage, MediaSampled, Observer};
 use crate::health::Health;
 use crate::http;
 use crate::shutdown::Shutdown;
@@ -307,90 +309,6 @@ impl Metrics {
         }
     }
 
-    /// Updates the metrics for one event.
-    pub fn observe(&self, event: &Event) {
-        match event {
-            Event::WorkerDied(_) => self.worker_deaths.inc(),
-            Event::WorkerProbed(e) => {
-                if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.request.observe(e.duration.as_secs_f64());
-                }
-            }
-            Event::RoomOpened(e) => {
-                self.rooms.inc();
-                if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.rooms.inc();
-                }
-            }
-            Event::RoomClosed(e) => {
-                self.rooms.dec();
-                if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.rooms.dec();
-                }
-            }
-            Event::SocketOpened(_) => self.peers.inc(),
-            Event::PeerLeft(_) => self.peers.dec(),
-            Event::JoinProgressed(e) => self
-                .join_funnel
-                .with_label_values(&[e.stage.as_str()])
-                .inc(),
-            Event::JoinFailed(e) => self
-                .join_failures
-                .with_label_values(&[e.reason.as_str()])
-                .inc(),
-            Event::RequestHandled(e) => {
-                let outcome = if e.ok { "ok" } else { "error" };
-                self.requests.with_label_values(&[e.request, outcome]).inc();
-                self.request_duration
-                    .with_label_values(&[e.request])
-                    .observe(e.duration.as_secs_f64());
-            }
-            Event::TransportCreated(e) => self.count_transport(e.direction, e.worker, 1),
-            Event::TransportClosed(e) => self.count_transport(e.direction, e.worker, -1),
-            Event::DtlsStateChanged(e) if e.state == DtlsState::Connected => {
-                self.dtls_connect.observe(e.elapsed.as_secs_f64())
-            }
-            Event::IceTupleSelected(e) => {
-                let protocol = match e.protocol {
-                    mediasoup::prelude::Protocol::Tcp => "tcp",
-                    mediasoup::prelude::Protocol::Udp => "udp",
-                };
-                self.ice_selected.with_label_values(&[protocol]).inc();
-            }
-            Event::ProducerCreated(e) => {
-                self.producers.with_label_values(&[kind_str(e.kind)]).inc()
-            }
-            Event::ProducerClosed(e) => self.producers.with_label_values(&[kind_str(e.kind)]).dec(),
-            Event::ConsumerCreated(e) => {
-                self.consumers.with_label_values(&[kind_str(e.kind)]).inc()
-            }
-            Event::ConsumerClosed(e) => self.consumers.with_label_values(&[kind_str(e.kind)]).dec(),
-            Event::ProducerScored(e) => self
-                .producer_score
-                .with_label_values(&[kind_str(e.kind)])
-                .observe(f64::from(e.score)),
-            Event::ConsumerScored(e) => self
-                .consumer_score
-                .with_label_values(&[kind_str(e.kind)])
-                .observe(f64::from(e.score)),
-            Event::MediaSampled(e) => self.observe_media(e),
-            Event::StatsPolled(e) => {
-                self.stats_poll.observe(e.duration.as_secs_f64());
-                self.stats_skipped.inc_by(e.skipped as u64);
-            }
-            _ => {}
-        }
-    }
-
-    fn count_transport(&self, direction: Direction, worker: usize, change: i64) {
-        self.transports
-            .with_label_values(&[direction.as_str()])
-            .add(change);
-        if let Some(worker) = self.per_worker.get(worker) {
-            worker.transports.add(change);
-        }
-    }
-
     fn observe_media(&self, sample: &MediaSampled) {
         let kind = kind_str(sample.kind);
         self.media_bytes
@@ -419,6 +337,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.ready.set(i64::from(self.health.is_ready()));
         self.workers_alive.set(self.health.alive_count() as i64);
+        self.set_current_state();
         for (sink, dropped) in self.bus.dropped() {
             let counter = self.dropped.with_label_values(&[sink]);
             counter.inc_by(dropped.saturating_sub(counter.get()));
@@ -428,15 +347,85 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
     }
+
+    /// Copies the census into the gauges.
+    fn set_current_state(&self) {
+        let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+        let now = self.bus.census().now();
+        self.rooms.set(gauge(now.rooms));
+        self.peers.set(gauge(now.peers));
+        for direction in [Direction::Send, Direction::Recv] {
+            self.transports
+                .with_label_values(&[direction.as_str()])
+                .set(gauge(now.transports(direction)));
+        }
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let label = [kind_str(kind)];
+            self.producers
+                .with_label_values(&label)
+                .set(gauge(now.producers(kind)));
+            self.consumers
+                .with_label_values(&label)
+                .set(gauge(now.consumers(kind)));
+        }
+        for (index, series) in self.per_worker.iter().enumerate() {
+            let counts = now.worker(index);
+            series.rooms.set(gauge(counts.rooms));
+            series.transports.set(gauge(counts.transports));
+        }
+    }
 }
 
-/// Applies bus events to the metrics until the server stops.
-pub async fn run(metrics: Arc<Metrics>, mut events: mpsc::Receiver<Envelope>) {
-    while let Some(envelope) = events.recv().await {
-        if matches!(*envelope.event, Event::ServerStopped(_)) {
-            return;
+impl Observer for Metrics {
+    /// Counts one event; the gauges are not events but the census, read in [`Metrics::render`].
+    fn observe(&self, event: &Event) {
+        match event {
+            Event::WorkerDied(_) => self.worker_deaths.inc(),
+            Event::WorkerProbed(e) => {
+                if let Some(worker) = self.per_worker.get(e.worker) {
+                    worker.request.observe(e.duration.as_secs_f64());
+                }
+            }
+            Event::JoinProgressed(e) => self
+                .join_funnel
+                .with_label_values(&[e.stage.as_str()])
+                .inc(),
+            Event::JoinFailed(e) => self
+                .join_failures
+                .with_label_values(&[e.reason.as_str()])
+                .inc(),
+            Event::RequestHandled(e) => {
+                let outcome = if e.ok { "ok" } else { "error" };
+                self.requests.with_label_values(&[e.request, outcome]).inc();
+                self.request_duration
+                    .with_label_values(&[e.request])
+                    .observe(e.duration.as_secs_f64());
+            }
+            Event::DtlsStateChanged(e) if e.state == DtlsState::Connected => {
+                self.dtls_connect.observe(e.elapsed.as_secs_f64())
+            }
+            Event::IceTupleSelected(e) => {
+                let protocol = match e.protocol {
+                    mediasoup::prelude::Protocol::Tcp => "tcp",
+                    mediasoup::prelude::Protocol::Udp => "udp",
+                };
+                self.ice_selected.with_label_values(&[protocol]).inc();
+            }
+            Event::ProducerScored(e) => self
+                .producer_score
+                .with_label_values(&[kind_str(e.kind)])
+                .observe(f64::from(e.score)),
+            Event::ConsumerScored(e) => self
+                .consumer_score
+                .with_label_values(&[kind_str(e.kind)])
+                .observe(f64::from(e.score)),
+            Event::MediaSampled(e) => self.observe_media(e),
+            Event::StatsPolled(e) => {
+                self.stats_poll.observe(e.duration.as_secs_f64());
+                self.stats_skipped.inc_by(e.skipped as u64);
+            }
+            _ => {}
         }
-        metrics.observe(&envelope.event);
     }
 }
 
