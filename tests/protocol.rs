@@ -60,7 +60,7 @@ async fn join_order_of_the_module_and_response_shapes() {
     for field in ["id", "iceParameters", "iceCandidates", "dtlsParameters"] {
         assert!(!data[field].is_null(), "{field} missing: {data}");
     }
-    let candidates = udp_and_tcp_candidates(&data);
+    let candidates = udp_and_tcp_candidates(data);
     for candidate in candidates {
         assert_eq!(candidate["address"], "127.0.0.1", "{candidate}");
         let port = candidate["port"].as_u64().unwrap() as u16;

@@ -1,6 +1,8 @@
 //! The MediaSoupVTT wire format (see PROTOCOL.md): parsing requests, building responses and
 //! notifications. Nothing here touches media.
 
+use std::sync::Arc;
+
 use mediasoup::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -47,7 +49,7 @@ pub enum Request {
         transport_id: TransportId,
         kind: MediaKind,
         rtp_parameters: RtpParameters,
-        app_data: Map<String, Value>,
+        app_data: ProduceAppData,
     },
     #[serde(rename_all = "camelCase")]
     Consume {
@@ -74,6 +76,31 @@ pub enum Request {
     ConsumerClose {
         consumer_id: ConsumerId,
     },
+}
+
+/// A produce request's `appData`: kept whole, since the other peers receive it, with its
+/// `mediaTag` (`mic`, `webcam`, ...) checked and read once, here.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
+pub struct ProduceAppData {
+    pub media_tag: Arc<str>,
+    pub fields: Map<String, Value>,
+}
+
+impl TryFrom<Map<String, Value>> for ProduceAppData {
+    type Error = String;
+
+    fn try_from(fields: Map<String, Value>) -> Result<Self, String> {
+        let media_tag = match fields.get("mediaTag") {
+            Some(Value::String(tag)) if !tag.is_empty() && tag.len() <= MAX_MEDIA_TAG_LEN => {
+                tag.as_str().into()
+            }
+            _ => return Err(format!(
+                "appData.mediaTag must be a non-empty string of at most {MAX_MEDIA_TAG_LEN} characters, like \"mic\" or \"webcam\""
+            )),
+        };
+        Ok(ProduceAppData { media_tag, fields })
+    }
 }
 
 /// A frame that could be read as a request.
@@ -149,25 +176,12 @@ pub fn parse(text: &str) -> Result<Envelope, ParseError> {
     };
     let request: Request = serde_json::from_value(Value::Object(object))
         .map_err(|e| invalid(Some(kind), format!("invalid {kind} request: {e}")))?;
-    if let Request::Produce { app_data, .. } = &request {
-        media_tag(app_data).map_err(|e| invalid(Some(kind), e))?;
-    }
     Ok(Envelope {
         request_id,
         kind,
         user_id,
         request,
     })
-}
-
-/// The `appData.mediaTag` of a produce request (`mic`, `webcam`, ...).
-pub fn media_tag(app_data: &Map<String, Value>) -> Result<&str, String> {
-    match app_data.get("mediaTag") {
-        Some(Value::String(tag)) if !tag.is_empty() && tag.len() <= MAX_MEDIA_TAG_LEN => Ok(tag),
-        _ => Err(format!(
-            "invalid produce request: appData.mediaTag must be a non-empty string of at most {MAX_MEDIA_TAG_LEN} characters, like \"mic\" or \"webcam\""
-        )),
-    }
 }
 
 pub fn response(kind: &str, request_id: &Value, data: Value) -> String {
@@ -269,7 +283,9 @@ mod tests {
         let produce = r#"{"requestId":"r","type":"produce","userId":"u",
             "transportId":"5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11","kind":"audio",
             "rtpParameters":{"codecs":[],"headerExtensions":[],"encodings":[],"rtcp":{"reducedSize":true}},"appData":{}}"#;
-        let error = invalid_error(produce);
-        assert!(error.contains("appData.mediaTag"), "{error}");
+        assert_eq!(
+            invalid_error(produce),
+            "invalid produce request: appData.mediaTag must be a non-empty string of at most 64 characters, like \"mic\" or \"webcam\""
+        );
     }
 }
