@@ -11,6 +11,8 @@ use mediasoup::router::RouterId;
 use mediasoup::types::data_structures::{DtlsState, IceState};
 use mediasoup::worker::WorkerId;
 
+use super::funnel::{JoinFailure, JoinStage};
+
 /// The name of a room, from the WebSocket URL's path.
 pub type RoomName = Arc<str>;
 
@@ -153,76 +155,11 @@ pub struct PeerReplaced {
     pub user_id: Arc<str>,
 }
 
-/// Steps a peer passes on its way to sending or receiving media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JoinStage {
-    SocketOpened,
-    RtpCapabilities,
-    TransportsCreated,
-    IceConnected,
-    DtlsConnected,
-    FirstMedia,
-}
-
-impl JoinStage {
-    pub const ALL: [JoinStage; 6] = [
-        JoinStage::SocketOpened,
-        JoinStage::RtpCapabilities,
-        JoinStage::TransportsCreated,
-        JoinStage::IceConnected,
-        JoinStage::DtlsConnected,
-        JoinStage::FirstMedia,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinStage::SocketOpened => "socket_opened",
-            JoinStage::RtpCapabilities => "rtp_capabilities",
-            JoinStage::TransportsCreated => "transports_created",
-            JoinStage::IceConnected => "ice_connected",
-            JoinStage::DtlsConnected => "dtls_connected",
-            JoinStage::FirstMedia => "first_media",
-        }
-    }
-}
-
 /// A peer reached a join stage for the first time.
 #[derive(Debug, Clone)]
 pub struct JoinProgressed {
     pub peer: PeerId,
     pub stage: JoinStage,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinFailure {
-    /// A join request (capabilities, transport) was refused as invalid.
-    BadRequest,
-    /// The server could not create a transport.
-    TransportFailed,
-    IceFailed,
-    DtlsFailed,
-    /// The socket closed before DTLS connected.
-    DisconnectedEarly,
-}
-
-impl JoinFailure {
-    pub const ALL: [JoinFailure; 5] = [
-        JoinFailure::BadRequest,
-        JoinFailure::TransportFailed,
-        JoinFailure::IceFailed,
-        JoinFailure::DtlsFailed,
-        JoinFailure::DisconnectedEarly,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinFailure::BadRequest => "bad_request",
-            JoinFailure::TransportFailed => "transport_failed",
-            JoinFailure::IceFailed => "ice_failed",
-            JoinFailure::DtlsFailed => "dtls_failed",
-            JoinFailure::DisconnectedEarly => "disconnected_early",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

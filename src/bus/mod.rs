@@ -6,6 +6,7 @@
 
 mod census;
 mod events;
+mod funnel;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,6 +16,7 @@ use tracing::Span;
 
 pub use census::{Census, Counted, Counts, Object, WorkerCounts};
 pub use events::*;
+pub use funnel::{JoinFailure, JoinStage};
 
 /// One emitted event, as a sink receives it.
 #[derive(Debug, Clone)]

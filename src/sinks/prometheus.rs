@@ -6,26 +6,27 @@
 //! outcomes, worker indexes, sink names); every known label combination is created at start-up
 //! so that each series is present from the first scrape.
 
+mod define;
+
 use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
 use mediasoup::prelude::MediaKind;
 use mediasoup::types::data_structures::DtlsState;
-use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    TextEncoder,
 };
 use tokio::net::TcpListener;
 
+use self::define::Define;
 use crate::bus::{kind_str, Bus, Direction, Event, JoinFailure, JoinStage, MediaSampled, Observer};
 use crate::health::Health;
 use crate::http;
 use crate::shutdown::Shutdown;
 use crate::signaling::message::REQUEST_TYPES;
 
-const PREFIX: &str = "mediasoup_server";
 const KINDS: [&str; 2] = ["audio", "video"];
 
 pub struct Metrics {
@@ -57,57 +58,6 @@ pub struct Metrics {
     stats_poll: Histogram,
     stats_skipped: IntCounter,
     dropped: IntCounterVec,
-}
-
-/// Creates metrics under the common prefix and registers them. Names, labels and buckets are
-/// constants of this file, so an error here is a bug, not a runtime condition.
-struct Define<'a>(&'a Registry);
-
-impl Define<'_> {
-    fn add<C: Collector + Clone + 'static>(&self, metric: prometheus::Result<C>) -> C {
-        let metric = metric.expect("metric definitions are valid");
-        self.0
-            .register(Box::new(metric.clone()))
-            .expect("metric names are unique");
-        metric
-    }
-
-    fn opts(name: &str, help: &str) -> Opts {
-        Opts::new(format!("{PREFIX}_{name}"), help)
-    }
-
-    fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
-        HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets.to_vec())
-    }
-
-    fn gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.add(IntGauge::with_opts(Self::opts(name, help)))
-    }
-
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.add(IntGaugeVec::new(Self::opts(name, help), labels))
-    }
-
-    fn counter(&self, name: &str, help: &str) -> IntCounter {
-        self.add(IntCounter::with_opts(Self::opts(name, help)))
-    }
-
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.add(IntCounterVec::new(Self::opts(name, help), labels))
-    }
-
-    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-        self.add(Histogram::with_opts(Self::histogram_opts(
-            name, help, buckets,
-        )))
-    }
-
-    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
-        self.add(HistogramVec::new(
-            Self::histogram_opts(name, help, buckets),
-            labels,
-        ))
-    }
 }
 
 /// One worker's series, labelled once at start-up rather than on every event.
