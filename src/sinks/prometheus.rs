@@ -62,7 +62,8 @@ pub struct Metrics {
 
 /// One worker's series, labelled once at start-up rather than on every event.
 struct WorkerSeries {
-    request: Histogram,
+    /// The probe latency, under its name and its deprecated one.
+    probe: [Histogram; 2],
     rooms: IntGauge,
     transports: IntGauge,
 }
@@ -85,12 +86,19 @@ impl Metrics {
             "Workers the server was configured to run.",
         )
         .set(workers as i64);
-        let worker_request = d.histograms(
-            "worker_request_duration_seconds",
+        let probe_buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ];
+        let worker_probe = d.histograms(
+            "worker_probe_duration_seconds",
             "Latency of the periodic health probe request to each worker.",
-            &[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-            ],
+            &probe_buckets,
+            &["worker"],
+        );
+        let worker_probe_old_name = d.histograms(
+            "worker_request_duration_seconds",
+            "Deprecated, removed in the next release: worker_probe_duration_seconds under its old name.",
+            &probe_buckets,
             &["worker"],
         );
         let worker_rooms = d.gauges(
@@ -107,7 +115,10 @@ impl Metrics {
             .map(|index| {
                 let label = [index.to_string()];
                 WorkerSeries {
-                    request: worker_request.with_label_values(&label),
+                    probe: [
+                        worker_probe.with_label_values(&label),
+                        worker_probe_old_name.with_label_values(&label),
+                    ],
                     rooms: worker_rooms.with_label_values(&label),
                     transports: worker_transports.with_label_values(&label),
                 }
@@ -333,7 +344,9 @@ impl Observer for Metrics {
             Event::WorkerDied(_) => self.worker_deaths.inc(),
             Event::WorkerProbed(e) => {
                 if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.request.observe(e.duration.as_secs_f64());
+                    for probe in &worker.probe {
+                        probe.observe(e.duration.as_secs_f64());
+                    }
                 }
             }
             Event::JoinProgressed(e) => self
