@@ -9,73 +9,57 @@ use serde_json::{json, Map, Value};
 
 use crate::rooms::Announcement;
 
-/// A request's `type` values, as the module names them.
-pub const REQUEST_TYPES: [&str; 10] = [
-    "getRouterRtpCapabilities",
-    "createWebRtcTransport",
-    "connectTransport",
-    "produce",
-    "consume",
-    "pauseProducer",
-    "resumeProducer",
-    "consumerPause",
-    "consumerResume",
-    "consumerClose",
-];
-
 /// Longest `userId` accepted (FoundryVTT's are 16 characters).
 const MAX_USER_ID_LEN: usize = 128;
 /// Longest `appData.mediaTag` accepted.
 const MAX_MEDIA_TAG_LEN: usize = 64;
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Request {
-    GetRouterRtpCapabilities,
-    #[serde(rename_all = "camelCase")]
-    CreateWebRtcTransport {
+/// Declares [`Request`] and [`REQUEST_TYPES`] from one list, so that each request's wire name is
+/// written once: it is both the variant's serde name and its entry in the list.
+macro_rules! requests {
+    ($($name:literal => $(#[$attr:meta])* $variant:ident $({ $($fields:tt)* })?,)*) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum Request {
+            $(
+                #[serde(rename = $name)]
+                $(#[$attr])*
+                $variant $({ $($fields)* })?,
+            )*
+        }
+
+        /// A request's `type` values, as the module names them.
+        pub const REQUEST_TYPES: [&str; [$($name),*].len()] = [$($name),*];
+    };
+}
+
+requests! {
+    "getRouterRtpCapabilities" => GetRouterRtpCapabilities,
+    "createWebRtcTransport" => #[serde(rename_all = "camelCase")] CreateWebRtcTransport {
         #[serde(default)]
         force_tcp: bool,
         producing: bool,
         consuming: bool,
     },
-    #[serde(rename_all = "camelCase")]
-    ConnectTransport {
+    "connectTransport" => #[serde(rename_all = "camelCase")] ConnectTransport {
         transport_id: TransportId,
         dtls_parameters: DtlsParameters,
     },
-    #[serde(rename_all = "camelCase")]
-    Produce {
+    "produce" => #[serde(rename_all = "camelCase")] Produce {
         transport_id: TransportId,
         kind: MediaKind,
         rtp_parameters: RtpParameters,
         app_data: ProduceAppData,
     },
-    #[serde(rename_all = "camelCase")]
-    Consume {
+    "consume" => #[serde(rename_all = "camelCase")] Consume {
         producer_id: ProducerId,
         rtp_capabilities: RtpCapabilities,
     },
-    #[serde(rename_all = "camelCase")]
-    PauseProducer {
-        producer_id: ProducerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ResumeProducer {
-        producer_id: ProducerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ConsumerPause {
-        consumer_id: ConsumerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ConsumerResume {
-        consumer_id: ConsumerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ConsumerClose {
-        consumer_id: ConsumerId,
-    },
+    "pauseProducer" => #[serde(rename_all = "camelCase")] PauseProducer { producer_id: ProducerId },
+    "resumeProducer" => #[serde(rename_all = "camelCase")] ResumeProducer { producer_id: ProducerId },
+    "consumerPause" => #[serde(rename_all = "camelCase")] ConsumerPause { consumer_id: ConsumerId },
+    "consumerResume" => #[serde(rename_all = "camelCase")] ConsumerResume { consumer_id: ConsumerId },
+    "consumerClose" => #[serde(rename_all = "camelCase")] ConsumerClose { consumer_id: ConsumerId },
 }
 
 /// A produce request's `appData`: kept whole, since the other peers receive it, with its
@@ -248,6 +232,16 @@ mod tests {
             envelope.request,
             Request::GetRouterRtpCapabilities
         ));
+    }
+
+    #[test]
+    fn every_listed_type_is_a_request_variant() {
+        for kind in REQUEST_TYPES {
+            let frame = json!({"type": kind, "requestId": "r", "userId": "u"}).to_string();
+            if let Err(ParseError::Invalid { error, .. }) = parse(&frame) {
+                assert!(error.contains("missing field"), "{kind}: {error}");
+            }
+        }
     }
 
     #[test]
