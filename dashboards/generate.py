@@ -316,7 +316,7 @@ def capacity():
     b.timeseries("Transports per worker", "WebRTC transports on each worker.",
                  [target(f"sum by (worker) (mediasoup_server_worker_transports{sel()})",
                          "worker {{worker}}")], min=0)
-    wreq = "mediasoup_server_worker_request_duration_seconds"
+    wreq = "mediasoup_server_worker_probe_duration_seconds"
     b.timeseries("Worker request latency p99", "99th percentile time a worker takes to "
                  "answer the periodic health probe. A busy worker answers late.",
                  [target(quantile(0.99, wreq, "worker, le"), "worker {{worker}}")],

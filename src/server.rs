@@ -23,7 +23,7 @@ use crate::bus::{
 use crate::config::Config;
 use crate::health::Health;
 use crate::http::{self, Body};
-use crate::rooms::{stats, Rooms, TransportSettings};
+use crate::rooms::{stats, RoomLimits, Rooms, TransportSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::signaling::admission::{Admission, ConnectionSlot};
 use crate::signaling::{self, room_name, Signaling, MAX_FRAME_BYTES};
@@ -33,7 +33,6 @@ use crate::workers::{SpawnError, WorkerPool};
 
 /// Queue sizes of the sinks: generous, since a full queue loses events.
 const LOG_QUEUE: usize = 8192;
-const METRICS_QUEUE: usize = 8192;
 const SYSTEMD_QUEUE: usize = 1024;
 /// How long peers get to close on shutdown, and sinks to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,7 +121,6 @@ pub async fn run_until(
 
     let mut bus = BusBuilder::default();
     let log_events = bus.subscribe("log", LOG_QUEUE);
-    let metric_events = bus.subscribe("prometheus", METRICS_QUEUE);
     let systemd_events = sinks::systemd::enabled().then(|| bus.subscribe("systemd", SYSTEMD_QUEUE));
     let bus = bus.build();
 
@@ -132,14 +130,12 @@ pub async fn run_until(
         bus.clone(),
         health.clone(),
     ));
-    sink_tasks.push(tokio::spawn(sinks::prometheus::run(
-        metrics.clone(),
-        metric_events,
-    )));
+    bus.observe(metrics.clone());
     if let Some(events) = systemd_events {
         sink_tasks.push(tokio::spawn(sinks::systemd::run(
             events,
             health.clone(),
+            bus.census().clone(),
             workers_configured,
         )));
     }
@@ -161,9 +157,14 @@ pub async fn run_until(
     let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
 
     let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
+    let room_limits = RoomLimits {
+        max_rooms: config.limits.max_rooms,
+        max_peers_per_room: config.limits.max_peers_per_room,
+    };
     let rooms = Arc::new(Rooms::new(
         workers.clone(),
         bus.clone(),
+        room_limits,
         TransportSettings::from_config(&config),
     ));
     let signaling = Arc::new(Signaling::new(rooms.clone(), config.limits.clone()));

@@ -257,9 +257,8 @@ async fn twenty_departures_in_a_row() {
     // Every worker answers a health probe sent after the last departure, so it has handled
     // the transports' closing by now.
     for worker in ["0", "1"] {
-        let probes = format!(
-            r#"mediasoup_server_worker_request_duration_seconds_count{{worker="{worker}"}}"#
-        );
+        let probes =
+            format!(r#"mediasoup_server_worker_probe_duration_seconds_count{{worker="{worker}"}}"#);
         let seen = server.metric(&probes);
         server.wait_metric_at_least(&probes, seen + 1.0);
     }

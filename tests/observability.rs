@@ -227,15 +227,11 @@ async fn a_stalled_sink_does_not_slow_signaling() {
     }
 
     // The sink's queue overflowed: most of the requests' events were dropped for it, counted,
-    // instead of being waited for. Prometheus, which keeps up, lost none.
+    // instead of being waited for. The metrics, counted as events are emitted, lost none.
     let dropped = server.metric("mediasoup_server_bus_events_dropped_total{sink=\"systemd\"}");
     assert!(
         dropped >= (REQUESTS / 2) as f64,
         "{dropped} events dropped for the stalled sink, expected most of the {REQUESTS} requests' events"
-    );
-    assert_eq!(
-        server.metric("mediasoup_server_bus_events_dropped_total{sink=\"prometheus\"}"),
-        0.0
     );
     server.wait_metric(
         "mediasoup_server_signaling_requests_total{type=\"getRouterRtpCapabilities\",outcome=\"ok\"}",

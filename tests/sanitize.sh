@@ -97,6 +97,10 @@ export CARGO_TARGET_DIR=$TARGET_DIR
 # Read by mediasoup-sys's tasks.py (`meson setup ... $MESON_ARGS`). b_lundef=false as upstream's
 # own sanitizer tasks do.
 export MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false"
+# The worker's objects carry -g, for which ccache hashes the build directory; that directory
+# (cargo's OUT_DIR) is new whenever cargo's hash of mediasoup-sys changes (a Rust update, other
+# flags). Hashing without it lets such a rebuild come from the cache instead of a cold build.
+export CCACHE_NOHASHDIR=1
 # The crate's build script builds a Debug worker when it has debug assertions (the project's
 # Cargo.toml turns them off for the normal dev build, to share the Release objects).
 export CARGO_PROFILE_DEV_BUILD_OVERRIDE_DEBUG_ASSERTIONS=true

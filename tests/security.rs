@@ -412,15 +412,18 @@ async fn signaling_connections_have_tcp_keepalive() {
     let mut player = Client::connect(&server.url("/t"), "player-1").await;
     player.ok("getRouterRtpCapabilities", json!({})).await;
     let filter = format!("sport = :{}", server.addr.port());
-    let output = Command::new("ss")
-        .args(["-H", "-t", "-n", "-o", "state", "established", &filter])
-        .output()
-        .expect("run ss (iproute2)");
-    let sockets = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        sockets.contains("timer:(keepalive"),
-        "no keepalive timer on the server's socket: {sockets:?}"
-    );
+    // ss shows the one timer running: retransmission while data is in flight, keepalive once
+    // the connection is idle.
+    let mut sockets = String::new();
+    wait_until("a keepalive timer on the server's socket", DEADLINE, || {
+        let output = Command::new("ss")
+            .args(["-H", "-t", "-n", "-o", "state", "established", &filter])
+            .output()
+            .expect("run ss (iproute2)");
+        sockets = String::from_utf8_lossy(&output.stdout).into_owned();
+        sockets.contains("timer:(keepalive")
+    });
+    assert!(sockets.contains("timer:(keepalive,"), "{sockets}");
 }
 
 #[tokio::test]

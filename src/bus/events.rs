@@ -11,6 +11,9 @@ use mediasoup::router::RouterId;
 use mediasoup::types::data_structures::{DtlsState, IceState};
 use mediasoup::worker::WorkerId;
 
+use super::funnel::{JoinFailure, JoinStage};
+use super::refusal::{Refused, WorkerLogSuppressed};
+
 /// The name of a room, from the WebSocket URL's path.
 pub type RoomName = Arc<str>;
 
@@ -159,76 +162,11 @@ pub struct PeerReplaced {
     pub user_id: Arc<str>,
 }
 
-/// Steps a peer passes on its way to sending or receiving media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JoinStage {
-    SocketOpened,
-    RtpCapabilities,
-    TransportsCreated,
-    IceConnected,
-    DtlsConnected,
-    FirstMedia,
-}
-
-impl JoinStage {
-    pub const ALL: [JoinStage; 6] = [
-        JoinStage::SocketOpened,
-        JoinStage::RtpCapabilities,
-        JoinStage::TransportsCreated,
-        JoinStage::IceConnected,
-        JoinStage::DtlsConnected,
-        JoinStage::FirstMedia,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinStage::SocketOpened => "socket_opened",
-            JoinStage::RtpCapabilities => "rtp_capabilities",
-            JoinStage::TransportsCreated => "transports_created",
-            JoinStage::IceConnected => "ice_connected",
-            JoinStage::DtlsConnected => "dtls_connected",
-            JoinStage::FirstMedia => "first_media",
-        }
-    }
-}
-
 /// A peer reached a join stage for the first time.
 #[derive(Debug, Clone)]
 pub struct JoinProgressed {
     pub peer: PeerId,
     pub stage: JoinStage,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinFailure {
-    /// A join request (capabilities, transport) was refused as invalid.
-    BadRequest,
-    /// The server could not create a transport.
-    TransportFailed,
-    IceFailed,
-    DtlsFailed,
-    /// The socket closed before DTLS connected.
-    DisconnectedEarly,
-}
-
-impl JoinFailure {
-    pub const ALL: [JoinFailure; 5] = [
-        JoinFailure::BadRequest,
-        JoinFailure::TransportFailed,
-        JoinFailure::IceFailed,
-        JoinFailure::DtlsFailed,
-        JoinFailure::DisconnectedEarly,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinFailure::BadRequest => "bad_request",
-            JoinFailure::TransportFailed => "transport_failed",
-            JoinFailure::IceFailed => "ice_failed",
-            JoinFailure::DtlsFailed => "dtls_failed",
-            JoinFailure::DisconnectedEarly => "disconnected_early",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -402,76 +340,6 @@ pub struct StatsPolled {
     pub objects: usize,
     pub skipped: usize,
     pub duration: Duration,
-}
-
-/// Why the server said no to a client: a limit, or access control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RefusalReason {
-    /// `MEDIASOUP_MAX_CONNECTIONS` reached.
-    Connections,
-    /// `MEDIASOUP_MAX_CONNECTIONS_PER_IP` reached for the client's address.
-    ConnectionsPerIp,
-    /// The server has a secret and the URL has no token.
-    TokenMissing,
-    /// The token is not the room's.
-    TokenInvalid,
-    /// The page's Origin is not in `MEDIASOUP_ALLOWED_ORIGINS`.
-    Origin,
-    /// The request head or the WebSocket handshake took too long.
-    HandshakeTimeout,
-    /// `MEDIASOUP_MAX_PEERS_PER_ROOM` reached.
-    RoomFull,
-    /// `MEDIASOUP_MAX_ROOMS` reached.
-    Rooms,
-    /// A request over the socket's request rate.
-    RequestRate,
-    /// The user id belongs to a live connection.
-    UserIdTaken,
-    /// A `produce` whose appData is over `MEDIASOUP_MAX_APP_DATA_BYTES`.
-    AppDataSize,
-}
-
-impl RefusalReason {
-    pub const ALL: [RefusalReason; 11] = [
-        RefusalReason::Connections,
-        RefusalReason::ConnectionsPerIp,
-        RefusalReason::TokenMissing,
-        RefusalReason::TokenInvalid,
-        RefusalReason::Origin,
-        RefusalReason::HandshakeTimeout,
-        RefusalReason::RoomFull,
-        RefusalReason::Rooms,
-        RefusalReason::RequestRate,
-        RefusalReason::UserIdTaken,
-        RefusalReason::AppDataSize,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalReason::Connections => "connections",
-            RefusalReason::ConnectionsPerIp => "connections_per_ip",
-            RefusalReason::TokenMissing => "token_missing",
-            RefusalReason::TokenInvalid => "token_invalid",
-            RefusalReason::Origin => "origin",
-            RefusalReason::HandshakeTimeout => "handshake_timeout",
-            RefusalReason::RoomFull => "room_full",
-            RefusalReason::Rooms => "rooms",
-            RefusalReason::RequestRate => "request_rate",
-            RefusalReason::UserIdTaken => "user_id_taken",
-            RefusalReason::AppDataSize => "app_data_size",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub reason: RefusalReason,
-}
-
-/// Log lines of the mediasoup workers dropped by the rate limit since the last report.
-#[derive(Debug, Clone)]
-pub struct WorkerLogSuppressed {
-    pub lines: u64,
 }
 
 /// Workers up and listeners bound: the server takes traffic.

@@ -1,23 +1,28 @@
-//! The internal event bus: the core emits typed [`Event`]s; each sink (logs, metrics, systemd)
-//! reads its own bounded queue. Emitting never blocks and never fails: when a sink falls behind,
-//! its queue fills and further events for that sink are dropped and counted.
+//! The internal event bus: the core emits typed [`Event`]s. Slow sinks (logs, systemd) each
+//! read their own bounded queue: emitting never blocks and never fails, so when such a sink falls
+//! behind, its queue fills and further events for it are dropped and counted. The metrics must
+//! miss nothing, so they are an [`Observer`] called inline instead; and what exists right now is
+//! not an event stream at all but the [`Census`], which the sinks read when they report.
 
+mod census;
 mod events;
+mod funnel;
+mod refusal;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 use tracing::Span;
 
+pub use census::{Census, Counted, Counts, Object, WorkerCounts};
 pub use events::*;
+pub use funnel::{JoinFailure, JoinStage};
+pub use refusal::{RefusalReason, Refused, WorkerLogSuppressed};
 
 /// One emitted event, as a sink receives it.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    /// When the core emitted it.
-    pub at: SystemTime,
     /// The span the event belongs to (a peer session, a room, or none), so that sinks can attach
     /// it to the right trace.
     pub span: Span,
@@ -30,10 +35,29 @@ struct Subscriber {
     dropped: AtomicU64,
 }
 
+/// Sees every event as it is emitted, on the emitter's thread: for what must not miss one and
+/// costs no more than a few atomic updates (the metrics).
+pub trait Observer: Send + Sync {
+    fn observe(&self, event: &Event);
+}
+
 /// Cheap to clone; every clone feeds the same subscribers.
 #[derive(Clone)]
 pub struct Bus {
     subscribers: Arc<[Subscriber]>,
+    observer: Arc<OnceLock<Arc<dyn Observer>>>,
+    census: Census,
+}
+
+/// Test-only, not a supported setting: caps every sink's queue at this many events, so that a
+/// test can make the bus drop for certain.
+const TEST_QUEUE_CAP: &str = "MEDIASOUP_TEST_SINK_QUEUE";
+
+fn queue_capacity(requested: usize) -> usize {
+    std::env::var(TEST_QUEUE_CAP)
+        .ok()
+        .and_then(|cap| cap.parse::<usize>().ok())
+        .map_or(requested, |cap| requested.min(cap.max(1)))
 }
 
 /// Collects the subscribers before the bus starts; the set is fixed afterwards.
@@ -45,7 +69,7 @@ pub struct BusBuilder {
 impl BusBuilder {
     /// Adds a sink named `name` with a queue of `capacity` events.
     pub fn subscribe(&mut self, name: &'static str, capacity: usize) -> mpsc::Receiver<Envelope> {
-        let (queue, receiver) = mpsc::channel(capacity);
+        let (queue, receiver) = mpsc::channel(queue_capacity(capacity));
         self.subscribers.push(Subscriber {
             name,
             queue,
@@ -57,17 +81,33 @@ impl BusBuilder {
     pub fn build(self) -> Bus {
         Bus {
             subscribers: self.subscribers.into(),
+            observer: Arc::default(),
+            census: Census::default(),
         }
     }
 }
 
 impl Bus {
-    /// Publishes `event` to every sink, as part of `span`.
+    /// Sets the observer that sees every event from now on; there is one (the metrics), set
+    /// before the server starts. A second call is ignored.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// What exists now.
+    pub fn census(&self) -> &Census {
+        &self.census
+    }
+
+    /// Publishes `event` to the observer and every sink, as part of `span`.
     pub fn emit(&self, span: &Span, event: impl Into<Event>) {
+        let event = event.into();
+        if let Some(observer) = self.observer.get() {
+            observer.observe(&event);
+        }
         let envelope = Envelope {
-            at: SystemTime::now(),
             span: span.clone(),
-            event: Arc::new(event.into()),
+            event: Arc::new(event),
         };
         for subscriber in self.subscribers.iter() {
             // A closed queue means the sink has shut down: nothing to count.
@@ -104,6 +144,18 @@ mod tests {
         })
     }
 
+    /// An observer that counts what it sees.
+    #[derive(Default)]
+    struct Counter {
+        seen: AtomicU64,
+    }
+
+    impl Observer for Counter {
+        fn observe(&self, _: &Event) {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     #[tokio::test]
     async fn every_sink_receives_every_event() {
         let mut builder = BusBuilder::default();
@@ -125,11 +177,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stalled_sink_drops_and_never_blocks_the_emitter() {
+    async fn a_stalled_sink_drops_and_never_blocks_the_emitter_nor_the_observer() {
         let mut builder = BusBuilder::default();
         let _stalled = builder.subscribe("stalled", 16);
         let mut live = builder.subscribe("live", 100_000);
         let bus = builder.build();
+        let counter = Arc::new(Counter::default());
+        bus.observe(counter.clone());
 
         let started = Instant::now();
         for i in 0..50_000 {
@@ -144,6 +198,7 @@ mod tests {
 
         let dropped: Vec<_> = bus.dropped().collect();
         assert_eq!(dropped, vec![("stalled", 50_000 - 16), ("live", 0)]);
+        assert_eq!(counter.seen.load(Ordering::Relaxed), 50_000);
         let mut received = 0;
         while live.try_recv().is_ok() {
             received += 1;

@@ -1,47 +1,33 @@
 //! Rooms and the peers in them. A room exists while it has peers: its router is created on the
 //! least-loaded worker when the first peer arrives and closed when the last one leaves.
+//!
+//! The map of rooms is locked only for lookups and updates, never across a worker request: the
+//! first joiner of a room puts an "opening" entry in the map and creates the router outside the
+//! lock; whoever joins the same room meanwhile waits for that entry to resolve, and joiners of
+//! other rooms are not held up at all (the getOrCreateRoom pattern of LiveKit).
 
 mod codecs;
 mod peer;
 mod room;
 pub mod stats;
+mod transport;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mediasoup::prelude::*;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 use tracing::{info_span, Span};
 
 pub use codecs::media_codecs;
 pub use peer::{Peer, PeerError};
 pub use room::{Announcement, CloseSignal, Liveness, PeerCommand, PeerLink, Room};
+pub use transport::TransportSettings;
 
-use crate::bus::{Bus, LeaveReason, PeerId, RoomName, RoomOpened, RouterClosed, RouterCreated};
-use crate::config::Config;
+use crate::bus::{
+    Bus, LeaveReason, PeerId, RefusalReason, RoomName, RoomOpened, RouterClosed, RouterCreated,
+};
 use crate::workers::{NoWorkerAlive, WorkerPool, REQUEST_DEADLINE};
-
-/// How every WebRTC transport is set up.
-#[derive(Debug, Clone)]
-pub struct TransportSettings {
-    pub listen_ip: IpAddr,
-    pub announced_address: Option<String>,
-    pub max_incoming_bitrate: u32,
-    pub rtc_ports: RangeInclusive<u16>,
-}
-
-impl TransportSettings {
-    pub fn from_config(config: &Config) -> Self {
-        TransportSettings {
-            listen_ip: config.rtc_listen_ip,
-            announced_address: config.announced_address.clone(),
-            max_incoming_bitrate: config.max_incoming_bitrate,
-            rtc_ports: config.rtc_ports.clone(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenRoomError {
@@ -53,43 +39,134 @@ pub enum OpenRoomError {
     WorkerHung(usize, std::time::Duration),
     #[error("router creation was interrupted: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
+    #[error("the room is full ({0} peers): try again later")]
+    Full(usize),
+    #[error("the server has its maximum of {0} rooms open: try again later")]
+    TooManyRooms(usize),
+}
+
+impl OpenRoomError {
+    /// The limit this is, when it is one rather than a failure.
+    pub fn refusal(&self) -> Option<RefusalReason> {
+        match self {
+            OpenRoomError::Full(_) => Some(RefusalReason::RoomFull),
+            OpenRoomError::TooManyRooms(_) => Some(RefusalReason::Rooms),
+            _ => None,
+        }
+    }
+}
+
+/// How many rooms, and peers in one room, the server takes.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    pub max_rooms: usize,
+    pub max_peers_per_room: usize,
+}
+
+/// One name in the map of rooms.
+enum Entry {
+    /// The first joiner is creating the router; the sender side closes when it is done, either
+    /// way, and the joiners waiting here look again.
+    Opening(watch::Receiver<()>),
+    Open(Arc<Room>),
 }
 
 pub struct Rooms {
-    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    rooms: Mutex<HashMap<RoomName, Entry>>,
     workers: Arc<WorkerPool>,
     bus: Bus,
+    limits: RoomLimits,
     pub transport_settings: TransportSettings,
 }
 
+/// Held by the joiner opening a room: on drop (the room opened, opening failed, or the joiner
+/// was cancelled) it takes a still-unresolved entry out of the map and wakes the waiters.
+struct OpeningSlot<'a> {
+    rooms: &'a Rooms,
+    name: RoomName,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for OpeningSlot<'_> {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.rooms();
+        // Only this joiner turns an opening entry of this name into anything else.
+        if matches!(rooms.get(&self.name), Some(Entry::Opening(_))) {
+            rooms.remove(&self.name);
+        }
+    }
+}
+
 impl Rooms {
-    pub fn new(workers: Arc<WorkerPool>, bus: Bus, transport_settings: TransportSettings) -> Self {
+    pub fn new(
+        workers: Arc<WorkerPool>,
+        bus: Bus,
+        limits: RoomLimits,
+        transport_settings: TransportSettings,
+    ) -> Self {
         Rooms {
             rooms: Mutex::new(HashMap::new()),
             workers,
             bus,
+            limits,
             transport_settings,
         }
     }
 
-    /// Puts `peer` into the room `name`, opening the room if needed.
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Entry>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `peer` into the room `name`, opening the room if needed. Membership is added under
+    /// the map's lock, so a room found open cannot be closing: [`leave`](Self::leave) removes
+    /// an empty room under the same lock.
     pub async fn join(
         &self,
         name: RoomName,
         peer: PeerId,
         link: PeerLink,
     ) -> Result<Arc<Room>, OpenRoomError> {
-        let mut rooms = self.rooms.lock().await;
-        let room = match rooms.get(&name) {
-            Some(room) => Arc::clone(room),
-            None => {
-                let room = Arc::new(self.open(name.clone()).await?);
-                rooms.insert(name, Arc::clone(&room));
-                room
-            }
-        };
-        room.add_member(peer, link);
-        Ok(room)
+        loop {
+            let (done, mut opening) = {
+                let mut rooms = self.rooms();
+                match rooms.get(&name) {
+                    Some(Entry::Open(room)) => {
+                        let max = self.limits.max_peers_per_room;
+                        if room.member_count() >= max {
+                            return Err(OpenRoomError::Full(max));
+                        }
+                        room.add_member(peer, link);
+                        return Ok(Arc::clone(room));
+                    }
+                    Some(Entry::Opening(opening)) => (None, opening.clone()),
+                    None if rooms.len() >= self.limits.max_rooms => {
+                        return Err(OpenRoomError::TooManyRooms(self.limits.max_rooms));
+                    }
+                    None => {
+                        let (done, opening) = watch::channel(());
+                        rooms.insert(name.clone(), Entry::Opening(opening.clone()));
+                        (Some(done), opening)
+                    }
+                }
+            };
+            let Some(done) = done else {
+                // Resolves when the opener is done, whatever the outcome: look again.
+                let _ = opening.changed().await;
+                continue;
+            };
+            let slot = OpeningSlot {
+                rooms: self,
+                name: name.clone(),
+                _done: done,
+            };
+            let room = Arc::new(self.open(name.clone()).await?);
+            let mut rooms = self.rooms();
+            rooms.insert(name, Entry::Open(Arc::clone(&room)));
+            room.add_member(peer, link);
+            drop(rooms);
+            drop(slot);
+            return Ok(room);
+        }
     }
 
     async fn open(&self, name: RoomName) -> Result<Room, OpenRoomError> {
@@ -143,19 +220,23 @@ impl Rooms {
     /// Takes `peer` out of its room and closes the room when it was the last one.
     pub async fn leave(&self, room: &Arc<Room>, peer: PeerId) {
         room.remove_member(peer);
-        let mut rooms = self.rooms.lock().await;
-        if room.is_empty() {
-            if let Some(current) = rooms.get(&room.name) {
-                if Arc::ptr_eq(current, room) {
-                    rooms.remove(&room.name);
-                }
-            }
-        }
+        let mut rooms = self.rooms();
+        let current =
+            matches!(rooms.get(&room.name), Some(Entry::Open(open)) if Arc::ptr_eq(open, room));
+        let closed = (current && room.is_empty()).then(|| rooms.remove(&room.name));
+        drop(rooms);
+        drop(closed);
     }
 
     /// The rooms open now.
     pub async fn snapshot(&self) -> Vec<Arc<Room>> {
-        self.rooms.lock().await.values().cloned().collect()
+        self.rooms()
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::Open(room) => Some(Arc::clone(room)),
+                Entry::Opening(_) => None,
+            })
+            .collect()
     }
 
     /// Asks every peer of every room to close (server shutdown).

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tracing::Span;
 
-use crate::bus::{Bus, LeaveReason, PeerId, RoomClosed, RoomName};
+use crate::bus::{Bus, Counted, LeaveReason, Object, PeerId, RoomClosed, RoomName};
 use crate::workers::Placement;
 
 /// What a room asks of a peer's connection.
@@ -167,11 +167,15 @@ pub struct Room {
     pub span: Span,
     members: Mutex<HashMap<PeerId, Member>>,
     bus: Bus,
+    /// Counts the room while it exists.
+    _counted: Counted,
 }
 
 impl Room {
     pub fn new(name: RoomName, router: Router, placement: Placement, span: Span, bus: Bus) -> Self {
+        let worker = placement.worker().index;
         Room {
+            _counted: bus.census().count(Object::Room { worker }),
             name,
             router,
             placement,
@@ -227,6 +231,10 @@ impl Room {
 
     pub fn is_empty(&self) -> bool {
         self.members().is_empty()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members().len()
     }
 
     /// The connection of another peer that holds `user_id` and has not been asked to close.

@@ -20,17 +20,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, warn, Span};
 
-use super::handler::{self, FollowUp};
-use super::message::{self, ParseError, Request};
+use super::message;
 use super::outbox::{close_frame, write_frames, Outbox, TooSlow, OUTGOING_LIMIT};
+use super::request::{on_request, Session};
 use super::request_rate::RequestRate;
-use crate::bus::{
-    LeaveReason, PeerId, RefusalReason, Refused, RequestHandled, RoomName, SocketOpened,
-};
+use crate::bus::{LeaveReason, PeerId, RefusalReason, Refused, RoomName, SocketOpened};
 use crate::config::Limits;
-use crate::rooms::{session_span, CloseSignal, Liveness, Peer, PeerCommand, PeerLink, Room, Rooms};
+use crate::rooms::{session_span, CloseSignal, Liveness, Peer, PeerCommand, PeerLink, Rooms};
 use crate::shutdown::Shutdown;
 
 /// Room notifications queued for one peer before the room counts it as too slow.
@@ -38,10 +36,6 @@ const COMMAND_QUEUE: usize = 512;
 /// How long closing a connection may wait for its socket to take what is left and the close
 /// frame, and again for the client's close frame; then the connection is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// How long a connection claiming a user id waits for the connection that holds it to answer a
-/// ping: an answer means the holder is alive and keeps the id; silence means it is gone (a
-/// reload, a dropped network) and the newcomer takes over.
-const TAKEOVER_PROBE: Duration = Duration::from_secs(2);
 /// Largest text frame accepted (the biggest legitimate request, `consume` with Chrome's RTP
 /// capabilities, is about 10 KiB). Larger frames close the socket with code 1009.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
@@ -147,8 +141,17 @@ pub async fn serve<S>(
     let room = match rooms.join(room_name.clone(), peer_id, link).await {
         Ok(room) => room,
         Err(error) => {
-            warn!(room = %room_name, %error, "could not open the room");
-            close_now(&mut sink, CloseCode::Error, &error.to_string()).await;
+            let code = match error.refusal() {
+                Some(reason) => {
+                    rooms.bus().emit(&Span::none(), Refused { reason });
+                    CloseCode::Again
+                }
+                None => {
+                    warn!(room = %room_name, %error, "could not open the room");
+                    CloseCode::Error
+                }
+            };
+            close_now(&mut sink, code, &error.to_string()).await;
             return;
         }
     };
@@ -333,138 +336,6 @@ async fn handle_request(peer: &mut Peer, session: &Session<'_>, text: &str) -> R
                 }
                 // Replaced or shutting down: answer this request first, as before.
                 closing = true;
-            }
-        }
-    }
-}
-
-/// Answers one text frame: queues the answer (and what follows it) in the outbox.
-/// What handling a request needs of its connection.
-struct Session<'a> {
-    outbox: &'a Outbox,
-    close: &'a CloseSignal,
-    limits: &'a Limits,
-    room: &'a Room,
-}
-
-/// Whether another live connection holds `user_id`: it is asked to answer a ping first, and
-/// only a silent one gives the id up.
-async fn user_id_taken(peer: &Peer, room: &Room, user_id: &str) -> bool {
-    match room.holder_of(user_id, peer.id) {
-        Some(holder) => holder.liveness.answers_within(TAKEOVER_PROBE).await,
-        None => false,
-    }
-}
-
-async fn on_request(peer: &mut Peer, session: &Session<'_>, text: &str) -> Result<(), TooSlow> {
-    let (outbox, limits) = (session.outbox, session.limits);
-    let started = Instant::now();
-    let (kind, ok) = match message::parse(text) {
-        Err(ParseError::Unanswerable(error)) => {
-            outbox.push(message::error_frame(&error))?;
-            ("invalid", false)
-        }
-        Err(ParseError::Invalid {
-            request_id,
-            kind,
-            error,
-        }) => {
-            if kind.is_some_and(handler::is_join_request) {
-                peer.join_request_failed(false);
-            }
-            outbox.push(message::error_response(&request_id, &error))?;
-            (kind.unwrap_or("invalid"), false)
-        }
-        Ok(envelope) if app_data_too_large(&envelope.request, limits) => {
-            peer.emit(Refused {
-                reason: RefusalReason::AppDataSize,
-            });
-            let error = format!(
-                "appData is too large: at most {} bytes of JSON",
-                limits.max_app_data_bytes
-            );
-            outbox.push(message::error_response(&envelope.request_id, &error))?;
-            (envelope.kind, false)
-        }
-        Ok(envelope) if user_id_taken(peer, session.room, &envelope.user_id).await => {
-            peer.emit(Refused {
-                reason: RefusalReason::UserIdTaken,
-            });
-            let error = format!(
-                "user {:?} is connected to this room already, from a connection that still answers: close that one first (another tab?)",
-                envelope.user_id
-            );
-            outbox.push(message::error_response(&envelope.request_id, &error))?;
-            (envelope.kind, false)
-        }
-        Ok(envelope) => {
-            let span = info_span!(
-                parent: peer.span(),
-                "signaling_request",
-                r#type = envelope.kind,
-                request_id = %envelope.request_id,
-                outcome = tracing::field::Empty,
-            );
-            let kind = envelope.kind;
-            let result = async {
-                peer.identify(&envelope.user_id)?;
-                handler::handle(peer, envelope.request).await
-            }
-            .instrument(span.clone())
-            .await;
-            span.record("outcome", if result.is_ok() { "ok" } else { "error" });
-            match result {
-                Ok(reply) => {
-                    let response = message::response(reply.kind, &envelope.request_id, reply.data);
-                    outbox.push(response)?;
-                    follow_up(peer, outbox, reply.then).instrument(span).await;
-                    (kind, true)
-                }
-                Err(error) => {
-                    if error.is_server_side() {
-                        warn!(parent: &span, %error, "request failed on the server side");
-                    } else {
-                        debug!(parent: &span, %error, "request refused");
-                    }
-                    if handler::is_join_request(kind) {
-                        peer.join_request_failed(error.is_server_side());
-                    }
-                    let response =
-                        message::error_response(&envelope.request_id, &error.to_string());
-                    outbox.push(response)?;
-                    (kind, false)
-                }
-            }
-        }
-    };
-    let event = RequestHandled {
-        peer: peer.id,
-        request: kind,
-        ok,
-        duration: started.elapsed(),
-    };
-    peer.emit(event);
-    Ok(())
-}
-
-/// A `produce` whose appData is over the limit: it would be copied to every peer of the room.
-fn app_data_too_large(request: &Request, limits: &Limits) -> bool {
-    match request {
-        Request::Produce { app_data, .. } => serde_json::to_string(app_data)
-            .map_or(true, |json| json.len() > limits.max_app_data_bytes),
-        _ => false,
-    }
-}
-
-async fn follow_up(peer: &mut Peer, outbox: &Outbox, then: FollowUp) {
-    match then {
-        FollowUp::None => {}
-        FollowUp::Announce(announcements) => {
-            outbox.push_all(announcements.iter().map(message::new_producer));
-        }
-        FollowUp::StartConsumer(consumer) => {
-            if let Err(error) = handler::within_deadline(peer.start_consumer(consumer)).await {
-                warn!(%consumer, %error, "could not start the consumer");
             }
         }
     }

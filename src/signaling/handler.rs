@@ -6,7 +6,7 @@ use std::future::Future;
 use mediasoup::prelude::*;
 use serde_json::{json, Value};
 
-use super::message::{media_tag, Request};
+use super::message::Request;
 use crate::rooms::{Announcement, Peer, PeerError};
 use crate::workers::REQUEST_DEADLINE;
 
@@ -95,9 +95,14 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
             rtp_parameters,
             app_data,
         } => {
-            let tag = media_tag(&app_data).map_err(PeerError::Produce)?.into();
             let id = peer
-                .produce(transport_id, kind, rtp_parameters, tag, app_data)
+                .produce(
+                    transport_id,
+                    kind,
+                    rtp_parameters,
+                    app_data.media_tag,
+                    app_data.fields,
+                )
                 .await?;
             Ok(reply("produced", json!({ "id": id })))
         }

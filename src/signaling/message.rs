@@ -1,79 +1,90 @@
 //! The MediaSoupVTT wire format (see PROTOCOL.md): parsing requests, building responses and
 //! notifications. Nothing here touches media.
 
+use std::sync::Arc;
+
 use mediasoup::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::rooms::Announcement;
 
-/// A request's `type` values, as the module names them.
-pub const REQUEST_TYPES: [&str; 10] = [
-    "getRouterRtpCapabilities",
-    "createWebRtcTransport",
-    "connectTransport",
-    "produce",
-    "consume",
-    "pauseProducer",
-    "resumeProducer",
-    "consumerPause",
-    "consumerResume",
-    "consumerClose",
-];
-
 /// Longest `userId` accepted (FoundryVTT's are 16 characters).
 const MAX_USER_ID_LEN: usize = 128;
 /// Longest `appData.mediaTag` accepted.
 const MAX_MEDIA_TAG_LEN: usize = 64;
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Request {
-    GetRouterRtpCapabilities,
-    #[serde(rename_all = "camelCase")]
-    CreateWebRtcTransport {
+/// Declares [`Request`] and [`REQUEST_TYPES`] from one list, so that each request's wire name is
+/// written once: it is both the variant's serde name and its entry in the list.
+macro_rules! requests {
+    ($($name:literal => $(#[$attr:meta])* $variant:ident $({ $($fields:tt)* })?,)*) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum Request {
+            $(
+                #[serde(rename = $name)]
+                $(#[$attr])*
+                $variant $({ $($fields)* })?,
+            )*
+        }
+
+        /// A request's `type` values, as the module names them.
+        pub const REQUEST_TYPES: [&str; [$($name),*].len()] = [$($name),*];
+    };
+}
+
+requests! {
+    "getRouterRtpCapabilities" => GetRouterRtpCapabilities,
+    "createWebRtcTransport" => #[serde(rename_all = "camelCase")] CreateWebRtcTransport {
         #[serde(default)]
         force_tcp: bool,
         producing: bool,
         consuming: bool,
     },
-    #[serde(rename_all = "camelCase")]
-    ConnectTransport {
+    "connectTransport" => #[serde(rename_all = "camelCase")] ConnectTransport {
         transport_id: TransportId,
         dtls_parameters: DtlsParameters,
     },
-    #[serde(rename_all = "camelCase")]
-    Produce {
+    "produce" => #[serde(rename_all = "camelCase")] Produce {
         transport_id: TransportId,
         kind: MediaKind,
         rtp_parameters: RtpParameters,
-        app_data: Map<String, Value>,
+        app_data: ProduceAppData,
     },
-    #[serde(rename_all = "camelCase")]
-    Consume {
+    "consume" => #[serde(rename_all = "camelCase")] Consume {
         producer_id: ProducerId,
         rtp_capabilities: RtpCapabilities,
     },
-    #[serde(rename_all = "camelCase")]
-    PauseProducer {
-        producer_id: ProducerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ResumeProducer {
-        producer_id: ProducerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ConsumerPause {
-        consumer_id: ConsumerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ConsumerResume {
-        consumer_id: ConsumerId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ConsumerClose {
-        consumer_id: ConsumerId,
-    },
+    "pauseProducer" => #[serde(rename_all = "camelCase")] PauseProducer { producer_id: ProducerId },
+    "resumeProducer" => #[serde(rename_all = "camelCase")] ResumeProducer { producer_id: ProducerId },
+    "consumerPause" => #[serde(rename_all = "camelCase")] ConsumerPause { consumer_id: ConsumerId },
+    "consumerResume" => #[serde(rename_all = "camelCase")] ConsumerResume { consumer_id: ConsumerId },
+    "consumerClose" => #[serde(rename_all = "camelCase")] ConsumerClose { consumer_id: ConsumerId },
+}
+
+/// A produce request's `appData`: kept whole, since the other peers receive it, with its
+/// `mediaTag` (`mic`, `webcam`, ...) checked and read once, here.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
+pub struct ProduceAppData {
+    pub media_tag: Arc<str>,
+    pub fields: Map<String, Value>,
+}
+
+impl TryFrom<Map<String, Value>> for ProduceAppData {
+    type Error = String;
+
+    fn try_from(fields: Map<String, Value>) -> Result<Self, String> {
+        let media_tag = match fields.get("mediaTag") {
+            Some(Value::String(tag)) if !tag.is_empty() && tag.len() <= MAX_MEDIA_TAG_LEN => {
+                tag.as_str().into()
+            }
+            _ => return Err(format!(
+                "appData.mediaTag must be a non-empty string of at most {MAX_MEDIA_TAG_LEN} characters, like \"mic\" or \"webcam\""
+            )),
+        };
+        Ok(ProduceAppData { media_tag, fields })
+    }
 }
 
 /// A frame that could be read as a request.
@@ -184,25 +195,12 @@ pub fn parse(text: &str) -> Result<Envelope, ParseError> {
     };
     let request: Request = serde_json::from_value(Value::Object(object))
         .map_err(|e| invalid(Some(kind), format!("invalid {kind} request: {e}")))?;
-    if let Request::Produce { app_data, .. } = &request {
-        media_tag(app_data).map_err(|e| invalid(Some(kind), e))?;
-    }
     Ok(Envelope {
         request_id,
         kind,
         user_id,
         request,
     })
-}
-
-/// The `appData.mediaTag` of a produce request (`mic`, `webcam`, ...).
-pub fn media_tag(app_data: &Map<String, Value>) -> Result<&str, String> {
-    match app_data.get("mediaTag") {
-        Some(Value::String(tag)) if !tag.is_empty() && tag.len() <= MAX_MEDIA_TAG_LEN => Ok(tag),
-        _ => Err(format!(
-            "invalid produce request: appData.mediaTag must be a non-empty string of at most {MAX_MEDIA_TAG_LEN} characters, like \"mic\" or \"webcam\""
-        )),
-    }
 }
 
 pub fn response(kind: &str, request_id: &Value, data: Value) -> String {
@@ -272,6 +270,16 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_type_is_a_request_variant() {
+        for kind in REQUEST_TYPES {
+            let frame = json!({"type": kind, "requestId": "r", "userId": "u"}).to_string();
+            if let Err(ParseError::Invalid { error, .. }) = parse(&frame) {
+                assert!(error.contains("missing field"), "{kind}: {error}");
+            }
+        }
+    }
+
+    #[test]
     fn frames_without_request_id_are_unanswerable() {
         for text in [
             "not json",
@@ -331,7 +339,9 @@ mod tests {
         let produce = r#"{"requestId":"r","type":"produce","userId":"u",
             "transportId":"5bd9f2bc-2e3b-4b1a-9b0e-3c3e6f3c8a11","kind":"audio",
             "rtpParameters":{"codecs":[],"headerExtensions":[],"encodings":[],"rtcp":{"reducedSize":true}},"appData":{}}"#;
-        let error = invalid_error(produce);
-        assert!(error.contains("appData.mediaTag"), "{error}");
+        assert_eq!(
+            invalid_error(produce),
+            "invalid produce request: appData.mediaTag must be a non-empty string of at most 64 characters, like \"mic\" or \"webcam\""
+        );
     }
 }

@@ -1,31 +1,34 @@
-//! The Prometheus sink: turns bus events into metrics and serves them on `GET /metrics`.
+//! The Prometheus sink: counts bus events into counters and histograms as they are emitted (it
+//! is the bus's [`Observer`], so none is lost to a full queue), reads the current-state gauges
+//! from the [`Census`](crate::bus::Census) at scrape time, and serves both on `GET /metrics`.
 //!
 //! Labels are bounded by construction (kinds, directions, stages, reasons, request types,
 //! outcomes, worker indexes, sink names); every known label combination is created at start-up
 //! so that each series is present from the first scrape.
 
+mod define;
+
 use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
+use mediasoup::prelude::MediaKind;
 use mediasoup::types::data_structures::DtlsState;
-use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    TextEncoder,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
+use self::define::Define;
 use crate::bus::{
-    kind_str, Bus, Direction, Envelope, Event, JoinFailure, JoinStage, MediaSampled, RefusalReason,
+    kind_str, Bus, Direction, Event, JoinFailure, JoinStage, MediaSampled, Observer, RefusalReason,
 };
 use crate::health::Health;
 use crate::http;
 use crate::shutdown::Shutdown;
 use crate::signaling::message::REQUEST_TYPES;
 
-const PREFIX: &str = "mediasoup_server";
 const KINDS: [&str; 2] = ["audio", "video"];
 
 pub struct Metrics {
@@ -61,60 +64,10 @@ pub struct Metrics {
     worker_log_suppressed: IntCounter,
 }
 
-/// Creates metrics under the common prefix and registers them. Names, labels and buckets are
-/// constants of this file, so an error here is a bug, not a runtime condition.
-struct Define<'a>(&'a Registry);
-
-impl Define<'_> {
-    fn add<C: Collector + Clone + 'static>(&self, metric: prometheus::Result<C>) -> C {
-        let metric = metric.expect("metric definitions are valid");
-        self.0
-            .register(Box::new(metric.clone()))
-            .expect("metric names are unique");
-        metric
-    }
-
-    fn opts(name: &str, help: &str) -> Opts {
-        Opts::new(format!("{PREFIX}_{name}"), help)
-    }
-
-    fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
-        HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets.to_vec())
-    }
-
-    fn gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.add(IntGauge::with_opts(Self::opts(name, help)))
-    }
-
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.add(IntGaugeVec::new(Self::opts(name, help), labels))
-    }
-
-    fn counter(&self, name: &str, help: &str) -> IntCounter {
-        self.add(IntCounter::with_opts(Self::opts(name, help)))
-    }
-
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.add(IntCounterVec::new(Self::opts(name, help), labels))
-    }
-
-    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-        self.add(Histogram::with_opts(Self::histogram_opts(
-            name, help, buckets,
-        )))
-    }
-
-    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
-        self.add(HistogramVec::new(
-            Self::histogram_opts(name, help, buckets),
-            labels,
-        ))
-    }
-}
-
 /// One worker's series, labelled once at start-up rather than on every event.
 struct WorkerSeries {
-    request: Histogram,
+    /// The probe latency, under its name and its deprecated one.
+    probe: [Histogram; 2],
     rooms: IntGauge,
     transports: IntGauge,
 }
@@ -137,12 +90,19 @@ impl Metrics {
             "Workers the server was configured to run.",
         )
         .set(workers as i64);
-        let worker_request = d.histograms(
-            "worker_request_duration_seconds",
+        let probe_buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ];
+        let worker_probe = d.histograms(
+            "worker_probe_duration_seconds",
             "Latency of the periodic health probe request to each worker.",
-            &[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-            ],
+            &probe_buckets,
+            &["worker"],
+        );
+        let worker_probe_old_name = d.histograms(
+            "worker_request_duration_seconds",
+            "Deprecated, removed in the next release: worker_probe_duration_seconds under its old name.",
+            &probe_buckets,
             &["worker"],
         );
         let worker_rooms = d.gauges(
@@ -159,7 +119,10 @@ impl Metrics {
             .map(|index| {
                 let label = [index.to_string()];
                 WorkerSeries {
-                    request: worker_request.with_label_values(&label),
+                    probe: [
+                        worker_probe.with_label_values(&label),
+                        worker_probe_old_name.with_label_values(&label),
+                    ],
                     rooms: worker_rooms.with_label_values(&label),
                     transports: worker_transports.with_label_values(&label),
                 }
@@ -323,92 +286,6 @@ impl Metrics {
         }
     }
 
-    /// Updates the metrics for one event.
-    pub fn observe(&self, event: &Event) {
-        match event {
-            Event::WorkerDied(_) => self.worker_deaths.inc(),
-            Event::WorkerProbed(e) => {
-                if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.request.observe(e.duration.as_secs_f64());
-                }
-            }
-            Event::RoomOpened(e) => {
-                self.rooms.inc();
-                if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.rooms.inc();
-                }
-            }
-            Event::RoomClosed(e) => {
-                self.rooms.dec();
-                if let Some(worker) = self.per_worker.get(e.worker) {
-                    worker.rooms.dec();
-                }
-            }
-            Event::SocketOpened(_) => self.peers.inc(),
-            Event::PeerLeft(_) => self.peers.dec(),
-            Event::JoinProgressed(e) => self
-                .join_funnel
-                .with_label_values(&[e.stage.as_str()])
-                .inc(),
-            Event::JoinFailed(e) => self
-                .join_failures
-                .with_label_values(&[e.reason.as_str()])
-                .inc(),
-            Event::RequestHandled(e) => {
-                let outcome = if e.ok { "ok" } else { "error" };
-                self.requests.with_label_values(&[e.request, outcome]).inc();
-                self.request_duration
-                    .with_label_values(&[e.request])
-                    .observe(e.duration.as_secs_f64());
-            }
-            Event::TransportCreated(e) => self.count_transport(e.direction, e.worker, 1),
-            Event::TransportClosed(e) => self.count_transport(e.direction, e.worker, -1),
-            Event::DtlsStateChanged(e) if e.state == DtlsState::Connected => {
-                self.dtls_connect.observe(e.elapsed.as_secs_f64())
-            }
-            Event::IceTupleSelected(e) => {
-                let protocol = match e.protocol {
-                    mediasoup::prelude::Protocol::Tcp => "tcp",
-                    mediasoup::prelude::Protocol::Udp => "udp",
-                };
-                self.ice_selected.with_label_values(&[protocol]).inc();
-            }
-            Event::ProducerCreated(e) => {
-                self.producers.with_label_values(&[kind_str(e.kind)]).inc()
-            }
-            Event::ProducerClosed(e) => self.producers.with_label_values(&[kind_str(e.kind)]).dec(),
-            Event::ConsumerCreated(e) => {
-                self.consumers.with_label_values(&[kind_str(e.kind)]).inc()
-            }
-            Event::ConsumerClosed(e) => self.consumers.with_label_values(&[kind_str(e.kind)]).dec(),
-            Event::ProducerScored(e) => self
-                .producer_score
-                .with_label_values(&[kind_str(e.kind)])
-                .observe(f64::from(e.score)),
-            Event::ConsumerScored(e) => self
-                .consumer_score
-                .with_label_values(&[kind_str(e.kind)])
-                .observe(f64::from(e.score)),
-            Event::MediaSampled(e) => self.observe_media(e),
-            Event::StatsPolled(e) => {
-                self.stats_poll.observe(e.duration.as_secs_f64());
-                self.stats_skipped.inc_by(e.skipped as u64);
-            }
-            Event::Refused(e) => self.refusals.with_label_values(&[e.reason.as_str()]).inc(),
-            Event::WorkerLogSuppressed(e) => self.worker_log_suppressed.inc_by(e.lines),
-            _ => {}
-        }
-    }
-
-    fn count_transport(&self, direction: Direction, worker: usize, change: i64) {
-        self.transports
-            .with_label_values(&[direction.as_str()])
-            .add(change);
-        if let Some(worker) = self.per_worker.get(worker) {
-            worker.transports.add(change);
-        }
-    }
-
     fn observe_media(&self, sample: &MediaSampled) {
         let kind = kind_str(sample.kind);
         self.media_bytes
@@ -437,6 +314,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.ready.set(i64::from(self.health.is_ready()));
         self.workers_alive.set(self.health.alive_count() as i64);
+        self.set_current_state();
         for (sink, dropped) in self.bus.dropped() {
             let counter = self.dropped.with_label_values(&[sink]);
             counter.inc_by(dropped.saturating_sub(counter.get()));
@@ -446,15 +324,89 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
     }
+
+    /// Copies the census into the gauges.
+    fn set_current_state(&self) {
+        let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+        let now = self.bus.census().now();
+        self.rooms.set(gauge(now.rooms));
+        self.peers.set(gauge(now.peers));
+        for direction in [Direction::Send, Direction::Recv] {
+            self.transports
+                .with_label_values(&[direction.as_str()])
+                .set(gauge(now.transports(direction)));
+        }
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let label = [kind_str(kind)];
+            self.producers
+                .with_label_values(&label)
+                .set(gauge(now.producers(kind)));
+            self.consumers
+                .with_label_values(&label)
+                .set(gauge(now.consumers(kind)));
+        }
+        for (index, series) in self.per_worker.iter().enumerate() {
+            let counts = now.worker(index);
+            series.rooms.set(gauge(counts.rooms));
+            series.transports.set(gauge(counts.transports));
+        }
+    }
 }
 
-/// Applies bus events to the metrics until the server stops.
-pub async fn run(metrics: Arc<Metrics>, mut events: mpsc::Receiver<Envelope>) {
-    while let Some(envelope) = events.recv().await {
-        if matches!(*envelope.event, Event::ServerStopped(_)) {
-            return;
+impl Observer for Metrics {
+    /// Counts one event; the gauges are not events but the census, read in [`Metrics::render`].
+    fn observe(&self, event: &Event) {
+        match event {
+            Event::WorkerDied(_) => self.worker_deaths.inc(),
+            Event::WorkerProbed(e) => {
+                if let Some(worker) = self.per_worker.get(e.worker) {
+                    for probe in &worker.probe {
+                        probe.observe(e.duration.as_secs_f64());
+                    }
+                }
+            }
+            Event::JoinProgressed(e) => self
+                .join_funnel
+                .with_label_values(&[e.stage.as_str()])
+                .inc(),
+            Event::JoinFailed(e) => self
+                .join_failures
+                .with_label_values(&[e.reason.as_str()])
+                .inc(),
+            Event::RequestHandled(e) => {
+                let outcome = if e.ok { "ok" } else { "error" };
+                self.requests.with_label_values(&[e.request, outcome]).inc();
+                self.request_duration
+                    .with_label_values(&[e.request])
+                    .observe(e.duration.as_secs_f64());
+            }
+            Event::DtlsStateChanged(e) if e.state == DtlsState::Connected => {
+                self.dtls_connect.observe(e.elapsed.as_secs_f64())
+            }
+            Event::IceTupleSelected(e) => {
+                let protocol = match e.protocol {
+                    mediasoup::prelude::Protocol::Tcp => "tcp",
+                    mediasoup::prelude::Protocol::Udp => "udp",
+                };
+                self.ice_selected.with_label_values(&[protocol]).inc();
+            }
+            Event::ProducerScored(e) => self
+                .producer_score
+                .with_label_values(&[kind_str(e.kind)])
+                .observe(f64::from(e.score)),
+            Event::ConsumerScored(e) => self
+                .consumer_score
+                .with_label_values(&[kind_str(e.kind)])
+                .observe(f64::from(e.score)),
+            Event::MediaSampled(e) => self.observe_media(e),
+            Event::StatsPolled(e) => {
+                self.stats_poll.observe(e.duration.as_secs_f64());
+                self.stats_skipped.inc_by(e.skipped as u64);
+            }
+            Event::Refused(e) => self.refusals.with_label_values(&[e.reason.as_str()]).inc(),
+            Event::WorkerLogSuppressed(e) => self.worker_log_suppressed.inc_by(e.lines),
+            _ => {}
         }
-        metrics.observe(&envelope.event);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The systemd sink (`sd_notify`): `READY=1` once the server takes traffic, a `STATUS=` line kept
-//! current, `WATCHDOG=1` at half of `WATCHDOG_USEC` while the health check passes, and
-//! `STOPPING=1` on shutdown. Started only when `NOTIFY_SOCKET` is set.
+//! current from the census (read every [`STATUS_PERIOD`], sent when it changed), `WATCHDOG=1` at
+//! half of `WATCHDOG_USEC` while the health check passes, and `STOPPING=1` on shutdown. Started
+//! only when `NOTIFY_SOCKET` is set.
 //!
 //! The watchdog ping is sent from a timer on the runtime, and only while every worker answered
 //! its last probe in time: a hung worker or a stalled runtime both stop the pings, and systemd
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::{interval, MissedTickBehavior};
 use tracing::warn;
 
-use crate::bus::{Envelope, Event};
+use crate::bus::{Census, Envelope, Event};
 use crate::health::Health;
 
 /// STATUS= is sent at most this often.
@@ -21,12 +22,6 @@ const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
 pub fn enabled() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some()
-}
-
-#[derive(Default)]
-struct Counts {
-    rooms: i64,
-    peers: i64,
 }
 
 /// One line of a notification (owned, to cross into the blocking thread).
@@ -58,24 +53,29 @@ async fn notify(notes: Vec<Note>) {
     }
 }
 
-pub async fn run(mut events: mpsc::Receiver<Envelope>, health: Health, workers: usize) {
+pub async fn run(
+    mut events: mpsc::Receiver<Envelope>,
+    health: Health,
+    census: Census,
+    workers: usize,
+) {
     let watchdog = sd_notify::watchdog_enabled();
     let mut ping = interval(watchdog.map_or(Duration::from_secs(3600), |usec| usec / 2));
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut status_tick = interval(STATUS_PERIOD);
     status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
-    let mut counts = Counts::default();
     let mut ready = false;
-    let mut status_dirty = false;
-    let status = |counts: &Counts| {
-        Note::Status(format!(
+    let mut last_status = String::new();
+    let status = || {
+        let now = census.now();
+        format!(
             "{} rooms, {} peers, {}/{} workers alive",
-            counts.rooms,
-            counts.peers,
+            now.rooms,
+            now.peers,
             health.alive_count(),
             workers
-        ))
+        )
     };
     loop {
         tokio::select! {
@@ -84,23 +84,24 @@ pub async fn run(mut events: mpsc::Receiver<Envelope>, health: Health, workers: 
                 match envelope.event.as_ref() {
                     Event::ServerReady(_) => {
                         ready = true;
-                        notify(vec![Note::Ready, status(&counts)]).await;
+                        last_status = status();
+                        notify(vec![Note::Ready, Note::Status(last_status.clone())]).await;
                     }
                     Event::ServerStopping(_) => {
+                        // The status says "shutting down" from now on.
+                        ready = false;
                         notify(vec![Note::Stopping, Note::Status("shutting down".into())]).await;
                     }
                     Event::ServerStopped(_) => return,
-                    Event::RoomOpened(_) => { counts.rooms += 1; status_dirty = true; }
-                    Event::RoomClosed(_) => { counts.rooms -= 1; status_dirty = true; }
-                    Event::SocketOpened(_) => { counts.peers += 1; status_dirty = true; }
-                    Event::PeerLeft(_) => { counts.peers -= 1; status_dirty = true; }
-                    Event::WorkerDied(_) => status_dirty = true,
                     _ => {}
                 }
             }
-            _ = status_tick.tick(), if ready && status_dirty => {
-                status_dirty = false;
-                notify(vec![status(&counts)]).await;
+            _ = status_tick.tick(), if ready => {
+                let now = status();
+                if now != last_status {
+                    last_status = now;
+                    notify(vec![Note::Status(last_status.clone())]).await;
+                }
             }
             _ = ping.tick(), if watchdog.is_some() => {
                 if health.is_ready() {

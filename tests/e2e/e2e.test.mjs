@@ -318,11 +318,12 @@ function contractSeries() {
   for (const protocol of ['udp', 'tcp']) series.push(['mediasoup_server_ice_selected_tuples_total', { protocol }]);
   for (const reason of REFUSAL_REASONS) series.push(['mediasoup_server_refusals_total', { reason }]);
   for (const worker of ['0', '1']) {
+    histogram('mediasoup_server_worker_probe_duration_seconds', { worker });
     histogram('mediasoup_server_worker_request_duration_seconds', { worker });
     series.push(['mediasoup_server_worker_rooms', { worker }], ['mediasoup_server_worker_transports', { worker }]);
   }
-  // The sinks every server runs (systemd only under systemd, otlp only when configured).
-  for (const sink of ['log', 'prometheus']) series.push(['mediasoup_server_bus_events_dropped_total', { sink }]);
+  // The queued sinks every server runs (systemd only under systemd); the metrics have no queue.
+  for (const sink of ['log']) series.push(['mediasoup_server_bus_events_dropped_total', { sink }]);
   return series;
 }
 
@@ -384,6 +385,7 @@ test('metrics: /metrics passes promtool and follows joins, media, errors and lea
         (s) =>
           s.name.startsWith('mediasoup_server_') &&
           (s.name.endsWith('_total') || s.name.endsWith('_count')) &&
+          !s.name.startsWith('mediasoup_server_worker_probe_duration_seconds') &&
           !s.name.startsWith('mediasoup_server_worker_request_duration_seconds') &&
           !s.name.startsWith('mediasoup_server_stats_poll_duration_seconds') &&
           s.value !== 0,
