@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
@@ -168,6 +168,7 @@ pub async fn run_until(
         TransportSettings::from_config(&config),
     ));
     let signaling = Arc::new(Signaling::new(rooms.clone(), config.limits.clone()));
+    let connections = signaling.connections();
     let admission = Admission::new(config.access.clone(), config.limits.clone(), bus.clone());
     let (trigger, shutdown) = shutdown::channel();
 
@@ -205,11 +206,13 @@ pub async fn run_until(
     stop.await;
 
     bus.emit(&Span::none(), ServerStopping);
+    // The one shutdown path: every connection sees the trigger, closes with 1001 and leaves.
     trigger.trigger();
-    rooms.close_all().await;
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while !rooms.snapshot().await.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !connections.wait_idle(DRAIN_TIMEOUT).await {
+        warn!(
+            open = connections.count(),
+            "not every connection closed within {DRAIN_TIMEOUT:?}"
+        );
     }
     for task in background.into_iter().chain(servers) {
         task.abort();

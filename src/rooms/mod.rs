@@ -24,9 +24,7 @@ pub use peer::{Peer, PeerError};
 pub use room::{Announcement, CloseSignal, Liveness, PeerCommand, PeerLink, Room};
 pub use transport::TransportSettings;
 
-use crate::bus::{
-    Bus, LeaveReason, PeerId, RefusalReason, RoomName, RoomOpened, RouterClosed, RouterCreated,
-};
+use crate::bus::{Bus, PeerId, RefusalReason, RoomName, RoomOpened, RouterClosed, RouterCreated};
 use crate::workers::{NoWorkerAlive, WorkerPool, REQUEST_DEADLINE};
 
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +216,7 @@ impl Rooms {
     }
 
     /// Takes `peer` out of its room and closes the room when it was the last one.
-    pub async fn leave(&self, room: &Arc<Room>, peer: PeerId) {
+    pub fn leave(&self, room: &Arc<Room>, peer: PeerId) {
         room.remove_member(peer);
         let mut rooms = self.rooms();
         let current =
@@ -237,13 +235,6 @@ impl Rooms {
                 Entry::Opening(_) => None,
             })
             .collect()
-    }
-
-    /// Asks every peer of every room to close (server shutdown).
-    pub async fn close_all(&self) {
-        for room in self.snapshot().await {
-            room.close_all(LeaveReason::ServerShutdown);
-        }
     }
 
     pub fn bus(&self) -> &Bus {

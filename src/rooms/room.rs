@@ -352,13 +352,6 @@ impl Room {
         }
         snapshot
     }
-
-    /// Asks every peer to close (server shutdown).
-    pub fn close_all(&self, reason: LeaveReason) {
-        for member in self.members().values() {
-            member.link.close.close(reason);
-        }
-    }
 }
 
 impl Drop for Room {

@@ -8,12 +8,12 @@
 //! dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +28,7 @@ use super::request::{on_request, Session};
 use super::request_rate::RequestRate;
 use crate::bus::{LeaveReason, PeerId, RefusalReason, Refused, RoomName, SocketOpened};
 use crate::config::Limits;
-use crate::rooms::{session_span, CloseSignal, Liveness, Peer, PeerCommand, PeerLink, Rooms};
+use crate::rooms::{session_span, CloseSignal, Liveness, Peer, PeerCommand, PeerLink, Room, Rooms};
 use crate::shutdown::Shutdown;
 
 /// Room notifications queued for one peer before the room counts it as too slow.
@@ -45,6 +45,7 @@ pub struct Signaling {
     pub rooms: Arc<Rooms>,
     limits: Limits,
     next_peer: AtomicU64,
+    connections: Arc<Connections>,
 }
 
 impl Signaling {
@@ -53,7 +54,77 @@ impl Signaling {
             rooms,
             limits,
             next_peer: AtomicU64::new(1),
+            connections: Arc::default(),
         }
+    }
+
+    /// The connections being served, for shutdown to wait on.
+    pub fn connections(&self) -> Arc<Connections> {
+        Arc::clone(&self.connections)
+    }
+}
+
+/// The WebSocket connections being served: each holds a [`Tracked`] while its task runs.
+#[derive(Default)]
+pub struct Connections {
+    open: Mutex<usize>,
+    none_left: Notify,
+}
+
+impl Connections {
+    fn open(&self) -> MutexGuard<'_, usize> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn count(&self) -> usize {
+        *self.open()
+    }
+
+    fn track(self: &Arc<Self>) -> Tracked {
+        *self.open() += 1;
+        Tracked(Arc::clone(self))
+    }
+
+    /// Waits until no connection is left, at most `deadline`; `false` when some still are.
+    pub async fn wait_idle(&self, deadline: Duration) -> bool {
+        let idle = async {
+            loop {
+                let none_left = self.none_left.notified();
+                tokio::pin!(none_left);
+                none_left.as_mut().enable();
+                if self.count() == 0 {
+                    return;
+                }
+                none_left.await;
+            }
+        };
+        tokio::time::timeout(deadline, idle).await.is_ok()
+    }
+}
+
+/// One connection's place in [`Connections`], given back when its task ends, however it ends.
+struct Tracked(Arc<Connections>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut open = self.0.open();
+        *open -= 1;
+        if *open == 0 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+/// The peer's place in its room, given up when the connection's task ends, however it ends.
+struct Membership {
+    rooms: Arc<Rooms>,
+    room: Arc<Room>,
+    peer: PeerId,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.rooms.leave(&self.room, self.peer);
     }
 }
 
@@ -124,6 +195,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _tracked = signaling.connections.track();
     let peer_id = PeerId(signaling.next_peer.fetch_add(1, Ordering::Relaxed));
     let (commands, mut command_queue) = mpsc::channel(COMMAND_QUEUE);
     let close_signal = Arc::new(CloseSignal::default());
@@ -154,6 +226,12 @@ pub async fn serve<S>(
             close_now(&mut sink, code, &error.to_string()).await;
             return;
         }
+    };
+    // Declared before the peer, so dropped after it: the peer leaves, then the room.
+    let _membership = Membership {
+        rooms: Arc::clone(rooms),
+        room: Arc::clone(&room),
+        peer: peer_id,
     };
     let span = session_span(&room, peer_id);
     let bus = rooms.bus().clone();
@@ -217,7 +295,7 @@ pub async fn serve<S>(
                     Some(Ok(Message::Text(text))) => {
                         if rate.admit() {
                             let session = Session { outbox: &outbox, close: &close_signal, limits, room: &room };
-                            handle_request(&mut peer, &session, &text).await
+                            handle_request(&mut peer, &session, &mut shutdown, &text).await
                         } else {
                             refuse_over_rate(&peer, &outbox, &rate, limits, &text)
                         }
@@ -288,7 +366,6 @@ pub async fn serve<S>(
     // Both halves are gone now: the socket is closed.
     drop(stream);
     peer.leave(ending.reason);
-    rooms.leave(&room, peer_id).await;
 }
 
 /// Answers a request over the socket's rate with an error; a client that keeps going is closed.
@@ -319,23 +396,35 @@ fn refuse_over_rate(
 }
 
 /// Handles one request; a peer found too slow meanwhile is not kept waiting for the request to
-/// finish (it cannot take the answer anyway).
-async fn handle_request(peer: &mut Peer, session: &Session<'_>, text: &str) -> Result<(), Ending> {
+/// finish (it cannot take the answer anyway). A replaced peer gets its answer first; on shutdown
+/// the request gets [`CLOSE_GRACE`] more to finish, so that it cannot hold up the drain.
+async fn handle_request(
+    peer: &mut Peer,
+    session: &Session<'_>,
+    shutdown: &mut Shutdown,
+    text: &str,
+) -> Result<(), Ending> {
     let close_signal = session.close;
     let handling = on_request(peer, session, text);
     tokio::pin!(handling);
-    let mut closing = false;
+    let mut replaced = false;
+    let mut stopping: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             outcome = &mut handling => {
                 return outcome.map_err(|TooSlow| Ending::leave(LeaveReason::TooSlow));
             }
-            reason = close_signal.closed(), if !closing => {
+            reason = close_signal.closed(), if !replaced => {
                 if reason == LeaveReason::TooSlow {
                     return Err(Ending::leave(LeaveReason::TooSlow));
                 }
-                // Replaced or shutting down: answer this request first, as before.
-                closing = true;
+                replaced = true;
+            }
+            () = shutdown.wait(), if stopping.is_none() => {
+                stopping = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            () = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {
+                return Err(Ending::leave(LeaveReason::ServerShutdown));
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct Peer {
     recv_transport: Option<WebRtcTransport>,
     producers: HashMap<ProducerId, (Producer, Arc<str>)>,
     consumers: HashMap<ConsumerId, Consumer>,
+    /// Why it leaves when dropped: disconnected unless [`leave`](Self::leave) says otherwise.
+    leave_reason: LeaveReason,
     /// Counts the peer while it exists, however its connection ends.
     _counted: Counted,
 }
@@ -65,6 +67,7 @@ impl Peer {
             recv_transport: None,
             producers: HashMap::new(),
             consumers: HashMap::new(),
+            leave_reason: LeaveReason::Disconnected,
             _counted: counted,
         }
     }
@@ -350,8 +353,16 @@ impl Peer {
         self.consumers.remove(&id);
     }
 
-    /// Closes everything of the peer and says why it left.
+    /// Leaves for `reason`: see the [`Drop`] below.
     pub fn leave(mut self, reason: LeaveReason) {
+        self.leave_reason = reason;
+    }
+}
+
+/// Leaving is dropping: however the connection's task ends (done, cancelled, panicking), the
+/// peer's media objects close and `PeerLeft` is emitted once.
+impl Drop for Peer {
+    fn drop(&mut self) {
         self.join.on_leave();
         self.consumers.clear();
         let producers: Vec<ProducerId> = self.producers.keys().copied().collect();
@@ -364,7 +375,7 @@ impl Peer {
             peer: self.id,
             room: self.room.name.clone(),
             user_id: self.user_id.clone(),
-            reason,
+            reason: self.leave_reason,
         });
     }
 }
