@@ -130,7 +130,8 @@ pub async fn run_until(
         bus.clone(),
         health.clone(),
     ));
-    bus.observe(metrics.clone());
+    let observer: Arc<dyn crate::bus::Observer> = metrics.clone();
+    bus.observe(&observer);
     if let Some(events) = systemd_events {
         sink_tasks.push(tokio::spawn(sinks::systemd::run(
             events,

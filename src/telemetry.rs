@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tracing::{Metadata, Subscriber};
+use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter};
@@ -140,12 +140,18 @@ pub fn take_suppressed_worker_lines() -> u64 {
     WORKER_LINES_SUPPRESSED.swap(0, Ordering::Relaxed)
 }
 
-/// Rate limit for the mediasoup crate's log events (target `mediasoup::...`, not ours).
+/// Rate limit for the mediasoup crate's warnings and errors (target `mediasoup::...`, not
+/// ours): the lines a client's bad request can cause. Its debug lines, which only an operator
+/// turns on, are left alone.
 struct WorkerLogLimit;
+
+fn is_limited(meta: &Metadata<'_>) -> bool {
+    meta.is_event() && *meta.level() <= Level::WARN && meta.target().starts_with("mediasoup::")
+}
 
 impl<S: Subscriber> Filter<S> for WorkerLogLimit {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        if !meta.is_event() || !meta.target().starts_with("mediasoup::") {
+        if !is_limited(meta) {
             return true;
         }
         let now = Instant::now();
@@ -165,7 +171,7 @@ impl<S: Subscriber> Filter<S> for WorkerLogLimit {
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        if meta.target().starts_with("mediasoup::") {
+        if is_limited(meta) {
             tracing::subscriber::Interest::sometimes()
         } else {
             tracing::subscriber::Interest::always()

@@ -302,21 +302,32 @@ async fn a_silent_peer_is_cleaned_up_and_a_quiet_one_is_not() {
     drop(silent);
 }
 
-#[tokio::test]
-async fn client_text_cannot_forge_a_log_line() {
+/// A server with a video producer and a receiver, and receiver capabilities whose rtx `apt`
+/// is the client text `apt`: consuming with them makes the mediasoup crate log an ERROR line
+/// that quotes it. Returns (server, receiver, producer id, capabilities).
+async fn video_with_rtx_apt(apt: &str) -> (Server, Client, String, Value) {
     let server = Server::start(&[]);
     let mut sender = Client::connect(&server.url("/t"), "sender").await;
     let joined = sender.join().await;
     let producer = sender.produce(&joined.send, "video", "webcam").await;
+    // The producer lives as long as the sender's socket: keep it open (and answering pings).
+    tokio::spawn(async move { while let Some(Ok(_)) = sender.ws().next().await {} });
     let mut receiver = Client::connect(&server.url("/t"), "receiver").await;
     receiver.join().await;
     let mut capabilities = common::client_rtp_capabilities();
-    let forged = "INFO mediasoup_server: forged line";
     for codec in capabilities["codecs"].as_array_mut().unwrap() {
         if codec["mimeType"] == "video/rtx" {
-            codec["parameters"]["apt"] = json!(format!("96\n{forged}\r\n{forged}"));
+            codec["parameters"]["apt"] = json!(apt);
         }
     }
+    (server, receiver, producer, capabilities)
+}
+
+#[tokio::test]
+async fn client_text_cannot_forge_a_log_line() {
+    let forged = "INFO mediasoup_server: forged line";
+    let (server, mut receiver, producer, capabilities) =
+        video_with_rtx_apt(&format!("96\n{forged}\r\n{forged}")).await;
     let answer = receiver
         .request(
             "consume",
@@ -462,18 +473,8 @@ async fn rooms_and_peers_per_room_are_capped() {
 /// lines past the rate limit are dropped, counted and reported once.
 #[tokio::test]
 async fn client_caused_worker_errors_are_rate_limited_in_the_log() {
-    let server = Server::start(&[]);
-    let mut sender = Client::connect(&server.url("/t"), "sender").await;
-    let joined = sender.join().await;
-    let producer = sender.produce(&joined.send, "video", "webcam").await;
-    let mut receiver = Client::connect(&server.url("/t"), "receiver").await;
-    receiver.join().await;
-    let mut capabilities = common::client_rtp_capabilities();
-    for codec in capabilities["codecs"].as_array_mut().unwrap() {
-        if codec["mimeType"] == "video/rtx" {
-            codec["parameters"]["apt"] = json!("not a payload type");
-        }
-    }
+    let (server, mut receiver, producer, capabilities) =
+        video_with_rtx_apt("not a payload type").await;
     const BAD: usize = 150;
     for _ in 0..BAD {
         let answer = receiver

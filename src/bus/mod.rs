@@ -10,7 +10,7 @@ mod funnel;
 mod refusal;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::mpsc;
 use tracing::Span;
@@ -45,7 +45,8 @@ pub trait Observer: Send + Sync {
 #[derive(Clone)]
 pub struct Bus {
     subscribers: Arc<[Subscriber]>,
-    observer: Arc<OnceLock<Arc<dyn Observer>>>,
+    /// Weak: the observer (the metrics) holds a bus itself; the server owns it.
+    observer: Arc<OnceLock<Weak<dyn Observer>>>,
     census: Census,
 }
 
@@ -88,10 +89,10 @@ impl BusBuilder {
 }
 
 impl Bus {
-    /// Sets the observer that sees every event from now on; there is one (the metrics), set
-    /// before the server starts. A second call is ignored.
-    pub fn observe(&self, observer: Arc<dyn Observer>) {
-        let _ = self.observer.set(observer);
+    /// Sets the observer that sees every event from now on, for as long as the caller keeps it;
+    /// there is one (the metrics), set before the server starts. A second call is ignored.
+    pub fn observe(&self, observer: &Arc<dyn Observer>) {
+        let _ = self.observer.set(Arc::downgrade(observer));
     }
 
     /// What exists now.
@@ -102,7 +103,7 @@ impl Bus {
     /// Publishes `event` to the observer and every sink, as part of `span`.
     pub fn emit(&self, span: &Span, event: impl Into<Event>) {
         let event = event.into();
-        if let Some(observer) = self.observer.get() {
+        if let Some(observer) = self.observer.get().and_then(Weak::upgrade) {
             observer.observe(&event);
         }
         let envelope = Envelope {
@@ -183,7 +184,7 @@ mod tests {
         let mut live = builder.subscribe("live", 100_000);
         let bus = builder.build();
         let counter = Arc::new(Counter::default());
-        bus.observe(counter.clone());
+        bus.observe(&(counter.clone() as Arc<dyn Observer>));
 
         let started = Instant::now();
         for i in 0..50_000 {

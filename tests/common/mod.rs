@@ -355,16 +355,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str, user_id: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        Client {
-            ws,
-            user_id: user_id.to_owned(),
-            next_request: 0,
-            next_mid: 0,
-            pending: VecDeque::new(),
-        }
+        Client::connect_with(url, user_id, &[]).await
     }
 
     /// Connects with extra request headers (`Origin`, `X-Forwarded-For`).
