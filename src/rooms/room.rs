@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tracing::Span;
@@ -167,6 +168,8 @@ pub struct Room {
     pub span: Span,
     members: Mutex<HashMap<PeerId, Member>>,
     bus: Bus,
+    /// The router's RTP capabilities as JSON, made on the first join and sent to every joiner.
+    capabilities_json: OnceLock<Arc<RawValue>>,
     /// Counts the room while it exists.
     _counted: Counted,
 }
@@ -182,7 +185,19 @@ impl Room {
             span,
             members: Mutex::new(HashMap::new()),
             bus,
+            capabilities_json: OnceLock::new(),
         }
+    }
+
+    /// The router's RTP capabilities as JSON: serialized by `serialize` once per room.
+    pub fn capabilities_json(
+        &self,
+        serialize: impl FnOnce(&RtpCapabilitiesFinalized) -> Arc<RawValue>,
+    ) -> Arc<RawValue> {
+        Arc::clone(
+            self.capabilities_json
+                .get_or_init(|| serialize(&self.router.rtp_capabilities())),
+        )
     }
 
     fn members(&self) -> MutexGuard<'_, HashMap<PeerId, Member>> {

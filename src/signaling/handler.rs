@@ -2,18 +2,21 @@
 //! answering (the duties PROTOCOL.md gives the server that the module never asks for).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use mediasoup::prelude::*;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::message::Request;
 use crate::rooms::{Announcement, Peer, PeerError};
 use crate::workers::REQUEST_DEADLINE;
 
-/// A successful answer: the response's `type` and `data`, then the follow-up.
+/// A successful answer: the response's `type` and `data` (JSON, serialized once from a typed
+/// value; the router's capabilities are shared by every peer of the room), then the follow-up.
 pub struct Reply {
     pub kind: &'static str,
-    pub data: Value,
+    pub data: Arc<RawValue>,
     pub then: FollowUp,
 }
 
@@ -26,12 +29,61 @@ pub enum FollowUp {
     StartConsumer(ConsumerId),
 }
 
-fn reply(kind: &'static str, data: Value) -> Reply {
+fn reply(kind: &'static str, data: &impl Serialize) -> Reply {
     Reply {
         kind,
-        data,
+        data: json(data),
         then: FollowUp::None,
     }
+}
+
+/// `data` as JSON. Answers are the server's own typed values (ids, flags, mediasoup's
+/// parameters), which always serialize.
+fn json(data: &impl Serialize) -> Arc<RawValue> {
+    serde_json::value::to_raw_value(data)
+        .map(Arc::from)
+        .unwrap_or_else(|_| Arc::from(RawValue::NULL.to_owned()))
+}
+
+/// `createWebRtcTransport`'s answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransportCreated<'a> {
+    id: TransportId,
+    ice_parameters: &'a IceParameters,
+    ice_candidates: &'a [IceCandidate],
+    dtls_parameters: DtlsParameters,
+}
+
+/// `consume`'s answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Consumed<'a> {
+    id: ConsumerId,
+    producer_id: ProducerId,
+    kind: MediaKind,
+    rtp_parameters: &'a RtpParameters,
+    producer_paused: bool,
+}
+
+#[derive(Serialize)]
+struct Produced {
+    id: ProducerId,
+}
+
+#[derive(Serialize)]
+struct Connected {
+    connected: bool,
+}
+
+#[derive(Serialize)]
+struct Paused {
+    paused: bool,
+}
+
+#[derive(Serialize)]
+struct Closed {
+    closed: bool,
 }
 
 /// Whether a failure of this request type counts against the join funnel.
@@ -57,10 +109,11 @@ pub async fn within_deadline<T>(
 
 async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError> {
     match request {
-        Request::GetRouterRtpCapabilities => Ok(reply(
-            "routerRtpCapabilities",
-            json!(peer.rtp_capabilities()),
-        )),
+        Request::GetRouterRtpCapabilities => Ok(Reply {
+            kind: "routerRtpCapabilities",
+            data: peer.rtp_capabilities(json),
+            then: FollowUp::None,
+        }),
         Request::CreateWebRtcTransport {
             force_tcp,
             producing,
@@ -69,11 +122,11 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
             let (transport, announcements) = peer
                 .create_transport(producing, consuming, force_tcp)
                 .await?;
-            let data = json!({
-                "id": transport.id(),
-                "iceParameters": transport.ice_parameters(),
-                "iceCandidates": transport.ice_candidates(),
-                "dtlsParameters": transport.dtls_parameters(),
+            let data = json(&TransportCreated {
+                id: transport.id(),
+                ice_parameters: transport.ice_parameters(),
+                ice_candidates: transport.ice_candidates(),
+                dtls_parameters: transport.dtls_parameters(),
             });
             Ok(Reply {
                 kind: "transportCreated",
@@ -87,7 +140,7 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
         } => {
             peer.connect_transport(transport_id, dtls_parameters)
                 .await?;
-            Ok(reply("transportConnected", json!({ "connected": true })))
+            Ok(reply("transportConnected", &Connected { connected: true }))
         }
         Request::Produce {
             transport_id,
@@ -104,19 +157,19 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
                     app_data.fields,
                 )
                 .await?;
-            Ok(reply("produced", json!({ "id": id })))
+            Ok(reply("produced", &Produced { id }))
         }
         Request::Consume {
             producer_id,
             rtp_capabilities,
         } => {
             let consumer = peer.consume(producer_id, rtp_capabilities).await?;
-            let data = json!({
-                "id": consumer.id(),
-                "producerId": consumer.producer_id(),
-                "kind": consumer.kind(),
-                "rtpParameters": consumer.rtp_parameters(),
-                "producerPaused": consumer.producer_paused(),
+            let data = json(&Consumed {
+                id: consumer.id(),
+                producer_id: consumer.producer_id(),
+                kind: consumer.kind(),
+                rtp_parameters: consumer.rtp_parameters(),
+                producer_paused: consumer.producer_paused(),
             });
             Ok(Reply {
                 kind: "consumed",
@@ -126,23 +179,23 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
         }
         Request::PauseProducer { producer_id } => {
             peer.pause_producer(producer_id, true).await?;
-            Ok(reply("producerPaused", json!({ "paused": true })))
+            Ok(reply("producerPaused", &Paused { paused: true }))
         }
         Request::ResumeProducer { producer_id } => {
             peer.pause_producer(producer_id, false).await?;
-            Ok(reply("producerResumed", json!({ "paused": false })))
+            Ok(reply("producerResumed", &Paused { paused: false }))
         }
         Request::ConsumerPause { consumer_id } => {
             peer.pause_consumer(consumer_id, true).await?;
-            Ok(reply("consumerPaused", json!({ "paused": true })))
+            Ok(reply("consumerPaused", &Paused { paused: true }))
         }
         Request::ConsumerResume { consumer_id } => {
             peer.pause_consumer(consumer_id, false).await?;
-            Ok(reply("consumerResumed", json!({ "paused": false })))
+            Ok(reply("consumerResumed", &Paused { paused: false }))
         }
         Request::ConsumerClose { consumer_id } => {
             peer.close_consumer(consumer_id)?;
-            Ok(reply("consumerClosed", json!({ "closed": true })))
+            Ok(reply("consumerClosed", &Closed { closed: true }))
         }
     }
 }

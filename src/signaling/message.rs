@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use mediasoup::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::rooms::Announcement;
@@ -203,8 +204,24 @@ pub fn parse(text: &str) -> Result<Envelope, ParseError> {
     })
 }
 
-pub fn response(kind: &str, request_id: &Value, data: Value) -> String {
-    json!({ "type": kind, "requestId": request_id, "data": data }).to_string()
+/// A successful answer, `data` written as it is.
+#[derive(Serialize)]
+struct Response<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(rename = "requestId")]
+    request_id: &'a Value,
+    data: &'a RawValue,
+}
+
+pub fn response(kind: &str, request_id: &Value, data: &RawValue) -> String {
+    let response = Response {
+        kind,
+        request_id,
+        data,
+    };
+    // A str, a JSON value and valid JSON text always serialize.
+    serde_json::to_string(&response).unwrap_or_default()
 }
 
 pub fn error_response(request_id: &Value, error: &str) -> String {

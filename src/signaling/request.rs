@@ -93,7 +93,7 @@ pub async fn on_request(peer: &mut Peer, session: &Session<'_>, text: &str) -> R
             span.record("outcome", if result.is_ok() { "ok" } else { "error" });
             match result {
                 Ok(reply) => {
-                    let response = message::response(reply.kind, &envelope.request_id, reply.data);
+                    let response = message::response(reply.kind, &envelope.request_id, &reply.data);
                     outbox.push(response)?;
                     follow_up(peer, outbox, reply.then).instrument(span).await;
                     (kind, true)

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mediasoup::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
@@ -112,9 +113,13 @@ impl Peer {
         Ok(())
     }
 
-    pub fn rtp_capabilities(&self) -> RtpCapabilitiesFinalized {
+    /// The router's RTP capabilities as JSON (see [`Room::capabilities_json`]).
+    pub fn rtp_capabilities(
+        &self,
+        serialize: impl FnOnce(&RtpCapabilitiesFinalized) -> Arc<RawValue>,
+    ) -> Arc<RawValue> {
         self.join.reach(JoinStage::RtpCapabilities);
-        self.room.router.rtp_capabilities().clone()
+        self.room.capabilities_json(serialize)
     }
 
     /// Counts a refused join-phase request against the join funnel; `server_side` when the
