@@ -7,6 +7,7 @@
 // (the server takes a user id over only from a connection that no longer answers pings). The
 // server must survive all of it and end with nothing left. Run: tests/e2e/run.sh
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 
 import {
@@ -26,7 +27,7 @@ import {
   waitOccupancy,
   TWO_PEERS_IN_ONE_ROOM,
 } from './lib/checks.mjs';
-import { launchBrowser, poll, scrape, startPageServer, startServer } from './lib/harness.mjs';
+import { launchBrowser, poll, scrape, startPageServer, startServer, upgradeStatus } from './lib/harness.mjs';
 import { createRealPath, establishedTcp, establishedTcpFromProc, startTcpRelay } from './lib/real-path.mjs';
 
 const ROUNDS = Number(process.env.E2E_LEAVE_ROUNDS ?? 20);
@@ -60,13 +61,23 @@ test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four wa
   let sampler;
   const peers = [];
   try {
-    server = await startServer({ mediaIp: realPath.serverIp, signalingIp: realPath.serverIp });
+    // As a public server is run: room tokens and the page's Origin required.
     pageServer = await startPageServer({ host: realPath.serverIp });
+    server = await startServer({
+      mediaIp: realPath.serverIp,
+      signalingIp: realPath.serverIp,
+      env: {
+        MEDIASOUP_SECRET: randomBytes(24).toString('hex'),
+        MEDIASOUP_ALLOWED_ORIGINS: new URL(pageServer.url).origin,
+      },
+    });
     browser = await launchBrowser(pageServer.url, { realPath });
     relay = await startTcpRelay({ host: realPath.serverIp, target: server.signaling });
     stallRelay = await startTcpRelay({ host: realPath.serverIp, target: server.signaling });
     const step = scenario(t, server, () => browser.diagnostics());
-    const room = server.wsUrl('real-path');
+    // The room name with its token, as the module's URL carries it (the relays keep it too).
+    const roomPath = `real-path${server.tokenQuery('real-path')}`;
+    const room = server.wsUrl(roomPath);
     const tcpConnections = () =>
       establishedTcp({ localIp: realPath.serverIp, remoteIp: realPath.browserIp, ...server.rtcPorts });
 
@@ -199,11 +210,19 @@ test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four wa
     let chain; // the peer the next round's reconnecting user replaces
     const baseline = TWO_PEERS_IN_ONE_ROOM;
 
+    // The right origin with the room's token gets in: every join below.
+    await step('the server refuses a missing token, another room\'s token and another origin', async () => {
+      const origin = { Origin: new URL(pageServer.url).origin };
+      assert.equal(await upgradeStatus(server.signaling, '/real-path', origin), 401, 'no token');
+      assert.equal(await upgradeStatus(server.signaling, `/other${server.tokenQuery('real-path')}`, origin), 403, 'another room');
+      assert.equal(await upgradeStatus(server.signaling, `/${roomPath}`, { Origin: 'http://evil.example' }), 403, 'another origin');
+    });
+
     await step('S (UDP) and R0 (TCP-only) join over the veth pair and play each other\'s audio and video', async () => {
       host = await enter(await open('S'), { forceTcp: false });
       chain = await enter(await open('R0'), {
         forceTcp: forceTcpFor(1, MODES.indexOf('replace')),
-        wsUrl: stallRelay.wsUrl('real-path'),
+        wsUrl: stallRelay.wsUrl(roomPath),
       });
       const connections = await settle([host, chain], { decode: true });
       assert.ok(chain.forceTcp, 'the first reconnecting user starts TCP-only');
@@ -241,7 +260,7 @@ test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four wa
         const [ma, mb, mc] = await Promise.all([
           enter(a, { forceTcp: forceTcpFor(round, 0) }),
           enter(b, { forceTcp: forceTcpFor(round, 1) }),
-          enter(c, { forceTcp: forceTcpFor(round, 2), wsUrl: relay.wsUrl('real-path') }),
+          enter(c, { forceTcp: forceTcpFor(round, 2), wsUrl: relay.wsUrl(roomPath) }),
         ]);
         trace(`round ${round}: joined`);
         const leaving = [ma, mb, mc, chain];
@@ -260,7 +279,7 @@ test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four wa
           a.disconnect(),
           b.page.close(),
           Promise.resolve().then(() => relay.drop()),
-          enter(next, { forceTcp: nextForceTcp, wsUrl: stallRelay.wsUrl('real-path') }).then((m) => {
+          enter(next, { forceTcp: nextForceTcp, wsUrl: stallRelay.wsUrl(roomPath) }).then((m) => {
             newChain = m;
           }),
         ]);

@@ -1,5 +1,6 @@
 // Pieces the end-to-end test and the fixture capture share: the real server process,
 // the static page server, headless Chromium peers, polling and /metrics parsing.
+import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -80,7 +81,12 @@ function freeTcpPort() {
  * the real-path test puts them on its veth address; /metrics stays on 127.0.0.1.
  * Its working directory is an empty temp dir, so no developer `.env` leaks in.
  */
-export async function startServer({ numWorkers = 2, mediaIp = '127.0.0.1', signalingIp = '127.0.0.1' } = {}) {
+export async function startServer({
+  numWorkers = 2,
+  mediaIp = '127.0.0.1',
+  signalingIp = '127.0.0.1',
+  env: extraEnv = {},
+} = {}) {
   const bin = process.env.MEDIASOUP_SERVER_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'mediasoup-server');
   if (!existsSync(bin)) {
     throw new Error(
@@ -102,6 +108,7 @@ export async function startServer({ numWorkers = 2, mediaIp = '127.0.0.1', signa
     MEDIASOUP_RTC_MIN_PORT: String(rtcMinPort),
     MEDIASOUP_RTC_MAX_PORT: String(rtcMinPort + 199),
     MEDIASOUP_STATS_INTERVAL_SECS: '1',
+    ...extraEnv,
   };
   // setpriv --pdeathsig: the server gets SIGKILL when this process dies, even by SIGKILL
   // (the 'exit' handler below covers only orderly exits), so no server outlives the test.
@@ -132,6 +139,14 @@ export async function startServer({ numWorkers = 2, mediaIp = '127.0.0.1', signa
   const server = {
     metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     wsUrl: (room) => `ws://${signalingIp}:${listenPort}/${room}`,
+    /** The `?token=...` query of `room`, as `mediasoup-server token <room>` prints it. */
+    tokenQuery(room) {
+      const result = spawnSync(bin, ['token', room], { env, encoding: 'utf8' });
+      if (result.status !== 0) throw new Error(`mediasoup-server token ${room} failed: ${result.stderr}`);
+      const url = new URL(result.stdout.trim());
+      assert.equal(url.pathname, `/${room}`, `the printed URL names the room: ${url}`);
+      return url.search;
+    },
     signaling: { host: signalingIp, port: listenPort },
     rtcPorts: { min: rtcMinPort, max: rtcMinPort + 199 },
     log: () => output.join(''),
@@ -172,6 +187,34 @@ export async function startServer({ numWorkers = 2, mediaIp = '127.0.0.1', signa
  * (127.0.0.1, a secure context; the real-path test serves it on its veth address and tells
  * Chromium to treat that origin as secure).
  */
+/** The HTTP status a WebSocket upgrade of `path` with `headers` gets from `{host, port}`. */
+export function upgradeStatus({ host, port }, path, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      host,
+      port,
+      path,
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+        ...headers,
+      },
+    });
+    request.on('upgrade', (response, socket) => {
+      socket.destroy();
+      resolve(response.statusCode);
+    });
+    request.on('response', (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    });
+    request.on('error', reject);
+    request.end();
+  });
+}
+
 export async function startPageServer({ host = '127.0.0.1' } = {}) {
   const bundle = await esbuild.build({
     entryPoints: [path.join(E2E_DIR, 'page', 'client.mjs')],
