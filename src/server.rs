@@ -23,7 +23,7 @@ use crate::bus::{
 use crate::config::Config;
 use crate::health::Health;
 use crate::http::{self, Body};
-use crate::rooms::{stats, RoomLimits, Rooms, TransportSettings};
+use crate::rooms::{stats, Rooms, TransportSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::signaling::admission::{Admission, ConnectionSlot};
 use crate::signaling::{self, room_name, Signaling, MAX_FRAME_BYTES};
@@ -158,14 +158,10 @@ pub async fn run_until(
     let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
 
     let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
-    let room_limits = RoomLimits {
-        max_rooms: config.limits.max_rooms,
-        max_peers_per_room: config.limits.max_peers_per_room,
-    };
     let rooms = Arc::new(Rooms::new(
         workers.clone(),
         bus.clone(),
-        room_limits,
+        config.limits.clone(),
         TransportSettings::from_config(&config),
     ));
     let signaling = Arc::new(Signaling::new(rooms.clone(), config.limits.clone()));

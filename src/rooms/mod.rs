@@ -25,6 +25,7 @@ pub use room::{Announcement, CloseSignal, Liveness, PeerCommand, PeerLink, Room}
 pub use transport::TransportSettings;
 
 use crate::bus::{Bus, PeerId, RefusalReason, RoomName, RoomOpened, RouterClosed, RouterCreated};
+use crate::config::Limits;
 use crate::workers::{NoWorkerAlive, WorkerPool, REQUEST_DEADLINE};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +55,6 @@ impl OpenRoomError {
     }
 }
 
-/// How many rooms, and peers in one room, the server takes.
-#[derive(Debug, Clone, Copy)]
-pub struct RoomLimits {
-    pub max_rooms: usize,
-    pub max_peers_per_room: usize,
-}
-
 /// One name in the map of rooms.
 enum Entry {
     /// The first joiner is creating the router; the sender side closes when it is done, either
@@ -73,7 +67,8 @@ pub struct Rooms {
     rooms: Mutex<HashMap<RoomName, Entry>>,
     workers: Arc<WorkerPool>,
     bus: Bus,
-    limits: RoomLimits,
+    /// Its `max_rooms` and `max_peers_per_room` apply here.
+    limits: Limits,
     pub transport_settings: TransportSettings,
 }
 
@@ -99,7 +94,7 @@ impl Rooms {
     pub fn new(
         workers: Arc<WorkerPool>,
         bus: Bus,
-        limits: RoomLimits,
+        limits: Limits,
         transport_settings: TransportSettings,
     ) -> Self {
         Rooms {
