@@ -9,6 +9,7 @@ pub mod bus;
 pub mod config;
 pub mod fatal_signal;
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod rooms;
 pub mod server;

@@ -1,12 +1,14 @@
 //! `mediasoup-server`: reads the configuration, sets up logging, runs the server.
 //! `mediasoup-server token <room>` prints the MediaSoupVTT URL of a room, token included.
+//! `mediasoup-server healthcheck` exits 0 when the running server is ready (container checks).
 //! Exit codes: 0 after SIGINT/SIGTERM, 64 (EX_USAGE) for bad arguments, 78 (EX_CONFIG) for a
-//! bad configuration value, 1 otherwise.
+//! bad configuration value, 1 otherwise (healthcheck: 1 when not ready).
 
 use std::process::ExitCode;
 
 use mediasoup_server::config::Config;
 use mediasoup_server::fatal_signal;
+use mediasoup_server::healthcheck;
 use mediasoup_server::server;
 use mediasoup_server::signaling::{admission, room_name};
 use mediasoup_server::telemetry;
@@ -18,13 +20,22 @@ const EXIT_USAGE: u8 = 64;
 
 const USAGE: &str =
     "usage: mediasoup-server            run the server (configured by MEDIASOUP_* variables)
-       mediasoup-server token ROOM  print the URL of ROOM for MediaSoupVTT, with its token";
+       mediasoup-server token ROOM  print the URL of ROOM for MediaSoupVTT, with its token
+       mediasoup-server healthcheck exit 0 if the server on MEDIASOUP_LISTEN_ADDR is ready";
+
+/// What the command line asks for.
+enum Command {
+    Serve,
+    Token(String),
+    Healthcheck,
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let room = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => None,
-        ["token", room] => Some(room.to_owned()),
+    let command = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => Command::Serve,
+        ["token", room] => Command::Token(room.to_owned()),
+        ["healthcheck"] => Command::Healthcheck,
         ["--help" | "-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -45,9 +56,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(room) = room {
-        return print_room_url(&config, &room);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,24 +66,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        // Inside the runtime: the OTLP exporter may need it.
-        let _otlp = match telemetry::init(config.log_format) {
-            Ok(guard) => guard,
-            // A bad RUST_LOG or OTLP endpoint: both configuration.
-            Err(error) => {
-                eprintln!("mediasoup-server: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
-        match server::run(config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("mediasoup-server: {error}");
-                ExitCode::FAILURE
-            }
+    match command {
+        Command::Serve => runtime.block_on(serve(config)),
+        Command::Token(room) => print_room_url(&config, &room),
+        Command::Healthcheck => runtime.block_on(report_health(&config)),
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    // Inside the runtime: the OTLP exporter may need it.
+    let _otlp = match telemetry::init(config.log_format) {
+        Ok(guard) => guard,
+        // A bad RUST_LOG or OTLP endpoint: both configuration.
+        Err(error) => {
+            eprintln!("mediasoup-server: {error}");
+            return ExitCode::from(EXIT_CONFIG);
         }
-    })
+    };
+    match server::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mediasoup-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the server's readiness and exits 0 only when it is ready.
+async fn report_health(config: &Config) -> ExitCode {
+    let addr = healthcheck::target(config.listen_addr);
+    match healthcheck::check(addr).await {
+        Ok(body) => {
+            println!("ready: {body}");
+            ExitCode::SUCCESS
+        }
+        Err(unhealthy) => {
+            eprintln!("mediasoup-server healthcheck: {unhealthy}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints `ws://<announced address>:<port>/<room>?token=...` (the room as the server will name

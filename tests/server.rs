@@ -867,3 +867,40 @@ async fn shutdown_does_not_wait_for_a_peer_that_does_not_read() {
     // Before, the server waited 5 s for the peer's room to empty and 5 s more for the workers.
     assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
 }
+
+/// `mediasoup-server healthcheck` against `listen`: its exit code and stderr.
+fn healthcheck(listen: &str) -> (Option<i32>, String) {
+    run_to_exit(
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env_clear()
+            .env("MEDIASOUP_LISTEN_ADDR", listen)
+            .env("MEDIASOUP_ANNOUNCED_IP", "127.0.0.1")
+            .current_dir(std::env::temp_dir()),
+        "healthcheck",
+    )
+}
+
+#[test]
+fn healthcheck_exits_0_only_while_the_server_is_ready() {
+    let server = Server::start(&[]);
+    let listen = server.addr.to_string();
+    let wildcard = format!("0.0.0.0:{}", server.addr.port());
+    assert_eq!(healthcheck(&listen).0, Some(0));
+    // A wildcard listen address (the container default) is asked on loopback.
+    assert_eq!(healthcheck(&wildcard).0, Some(0));
+
+    let frozen = FrozenWorker::freeze(server.pid(), 0);
+    server.wait_unready(0);
+    let (code, stderr) = healthcheck(&listen);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not ready (503") && stderr.contains("worker 0"), "{stderr}");
+    frozen.thaw();
+    server.wait_ready();
+    assert_eq!(healthcheck(&listen).0, Some(0));
+
+    drop(server);
+    let (code, stderr) = healthcheck(&listen);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach the server at"), "{stderr}");
+}

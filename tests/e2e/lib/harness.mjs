@@ -266,10 +266,12 @@ function assertLoopbackOnly() {
 /**
  * Headless Debian Chromium with fake media devices and a fresh profile. By default it shares
  * the test's loopback-only namespace; with `realPath` (from createRealPath) it runs in that
- * path's browser namespace and loads the page from the server side of the veth pair.
+ * path's browser namespace and loads the page from the server side of the veth pair. With
+ * `anyNetwork` it runs in the machine's own network (the container test, whose server is
+ * reached through ports the container runtime publishes on the host).
  */
-export async function launchBrowser(pageUrl, { realPath } = {}) {
-  if (!realPath) assertLoopbackOnly();
+export async function launchBrowser(pageUrl, { realPath, anyNetwork = false } = {}) {
+  if (!realPath && !anyNetwork) assertLoopbackOnly();
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: run tests/e2e/setup.sh (installs apt chromium)`);
   }
@@ -345,8 +347,17 @@ export class Peer {
     return this.call('disconnect');
   }
 
-  produce(mediaTag) {
-    return this.call('produce', mediaTag);
+  /** `options.codec`: a mime type to send instead of the default, e.g. 'video/VP9'. */
+  produce(mediaTag, options = {}) {
+    return this.call('produce', mediaTag, options);
+  }
+
+  sendRate() {
+    return this.call('sendRate');
+  }
+
+  sendableCodecs(kind) {
+    return this.call('sendableCodecs', kind);
   }
 
   stats() {

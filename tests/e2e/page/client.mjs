@@ -180,7 +180,11 @@ async function join(wsUrl, userId, { forceTcp = false, consumeFrom = null } = {}
   };
 }
 
-async function produce(mediaTag) {
+/**
+ * Produces the fake microphone or camera. `codec` (a mime type such as 'video/VP9') picks the
+ * codec instead of mediasoup-client's default (the router's first one the browser has).
+ */
+async function produce(mediaTag, { codec: mimeType } = {}) {
   const kind = MEDIA_TAG_KIND[mediaTag];
   if (!kind) throw new Error(`unknown mediaTag ${mediaTag}; use mic or webcam`);
   // Like the module: stopping a device closes the producer locally, the server is not told.
@@ -193,12 +197,18 @@ async function produce(mediaTag) {
     kind === 'audio' ? { audio: true } : { video: VIDEO_CONSTRAINTS },
   );
   const [track] = stream.getTracks();
+  let codec;
+  if (mimeType) {
+    codec = state.device.rtpCapabilities.codecs.find((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase());
+    if (!codec) throw new Error(`the device cannot send ${mimeType} to this router`);
+  }
   const producer = await state.sendTransport.produce({
     track,
+    codec,
     appData: { mediaTag, userId: state.userId },
   });
   state.producers.set(mediaTag, producer);
-  return { id: producer.id, kind: producer.kind, mediaTag };
+  return { id: producer.id, kind: producer.kind, mediaTag, mimeType: producer.rtpParameters.codecs[0]?.mimeType };
 }
 
 async function onNewProducer({ producerId, userId, appData }) {
@@ -272,7 +282,11 @@ async function stats() {
   const consumers = [];
   const inboundBytes = { audio: 0, video: 0 };
   for (const [producerId, { consumer }] of state.consumers) {
-    const summary = inboundSummary(inboundRtp(await consumer.getStats()));
+    const report = await consumer.getStats();
+    const inbound = inboundRtp(report);
+    const summary = inboundSummary(inbound);
+    // The codec the browser really decoded, from the inbound-rtp's codec entry.
+    summary.mimeTypes = inbound.map((s) => report.get(s.codecId)?.mimeType ?? null);
     inboundBytes[consumer.kind] += summary.bytesReceived;
     consumers.push({
       producerId,
@@ -307,6 +321,27 @@ async function stats() {
       bytesReceived: s.bytesReceived ?? 0,
     })),
   };
+}
+
+/**
+ * What the sending PeerConnection believes it may send (its bandwidth estimate, which the
+ * server's REMB caps) and the bytes its video and audio senders sent so far.
+ */
+async function sendRate() {
+  const report = await state.sendTransport.getStats();
+  const all = [...report.values()];
+  const pairId = all.find((s) => s.type === 'transport')?.selectedCandidatePairId;
+  const pair = pairId ? report.get(pairId) : all.find((s) => s.type === 'candidate-pair' && s.nominated);
+  return {
+    timestamp: performance.now(),
+    availableOutgoingBitrate: pair?.availableOutgoingBitrate ?? null,
+    bytesSent: all.filter((s) => s.type === 'outbound-rtp').reduce((total, s) => total + (s.bytesSent ?? 0), 0),
+  };
+}
+
+/** The mime types this browser can encode for `kind`, lower-case. */
+function sendableCodecs(kind) {
+  return (RTCRtpSender.getCapabilities(kind)?.codecs ?? []).map((c) => c.mimeType.toLowerCase());
 }
 
 /** The ICE path each transport's PeerConnection selected, as the browser sees it. */
@@ -412,6 +447,8 @@ window.e2e = {
   close,
   disconnect,
   iceInfo,
+  sendRate,
+  sendableCodecs,
   socketClosed: () => state.socketClosed,
   sendFrame,
   request: (type, fields) => request(type, fields),
