@@ -9,6 +9,8 @@
 #   5. packages, systemd unit, alert rules and dashboards (packaging/test.sh)
 #   6. the package under a real systemd in systemd-nspawn (packaging/nspawn-check.sh; prints
 #      "SKIPPED (reason)" and goes on where this machine cannot run it)
+#   7. the container image under podman: health check, media through published ports, clean
+#      stop (packaging/docker/test.sh)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -32,3 +34,6 @@ bash packaging/test.sh
 
 step "the package under a real systemd (systemd-nspawn)"
 bash packaging/nspawn-check.sh
+
+step "the container image (podman)"
+bash packaging/docker/test.sh
