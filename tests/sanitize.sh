@@ -122,7 +122,8 @@ if [ "$(cat "$TARGET_DIR/.worker-config" 2>/dev/null)" != "$WORKER_KEY" ]; then
   rm -rf "$TARGET_DIR"/debug/.fingerprint/mediasoup-sys-* "$PROFILE_DIR"/.fingerprint/mediasoup-sys-*
 fi
 
-TEST_FLAGS=()
+# The sanitizers must own malloc: without the default jemalloc feature.
+TEST_FLAGS=(--no-default-features)
 for t in "${TESTS[@]}"; do TEST_FLAGS+=(--test "$t"); done
 step "build (log: $TARGET_DIR/build.log)"
 if ! cargo test --target "$TRIPLE" "${TEST_FLAGS[@]}" --no-run >"$TARGET_DIR/build.log" 2>&1; then
@@ -178,7 +179,7 @@ failed_tests=()
 for t in "${TESTS[@]}"; do
   step "cargo test --test $t (ASan + UBSan)"
   status=0
-  cargo test --target "$TRIPLE" --test "$t" -- "${HARNESS_ARGS[@]}" 2>&1 |
+  cargo test --target "$TRIPLE" --no-default-features --test "$t" -- "${HARNESS_ARGS[@]}" 2>&1 |
     tee "$REPORTS/$t.log" || status=$?
   [ "$status" = 0 ] || failed_tests+=("$t")
   mkdir -p "$REPORTS/$t"
