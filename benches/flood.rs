@@ -1,6 +1,7 @@
 //! A normal join while the server holds thousands of idle WebSockets and slowloris clients
 //! (request heads sent a byte a second, reconnecting whenever cut off). Prints join latency
-//! without and with the load, and what the server refused. Run: `cargo bench --bench flood`.
+//! without and with the load, what the server refused, and how many of a burst of handshakes
+//! started at once waited for a SYN retransmission (a full accept queue). Run: `cargo bench --bench flood`.
 //!
 //! `cargo test` runs it small (a few hundred connections) as a check that joins are still
 //! answered and that the slowloris connections are cut off by the handshake timeout.
@@ -22,17 +23,20 @@ struct Size {
     idle: usize,
     slowloris: usize,
     joins: usize,
+    burst: usize,
 }
 
 const BENCH: Size = Size {
     idle: 3000,
     slowloris: 1000,
     joins: 50,
+    burst: 600,
 };
 const TEST: Size = Size {
     idle: 200,
     slowloris: 50,
     joins: 5,
+    burst: 50,
 };
 
 /// Lets this process (and the server it starts) hold the connections.
@@ -96,19 +100,70 @@ async fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>) {
     }
 }
 
+/// A SYN retransmission waits 1 s: a connect that took this long waited in a full accept queue.
+const SYN_RETRY: Duration = Duration::from_millis(900);
+
+/// `count` module-style joins started at once in 20 rooms (tables reconnecting after a blip);
+/// returns how many TCP connects waited for a SYN retransmission, and the slowest join.
+async fn burst(server: &Server, count: usize) -> (usize, Duration) {
+    let tasks: Vec<_> = (0..count)
+        .map(|n| {
+            let addr = server.addr;
+            let url = server.url(&format!("/flood-burst-{}", n % 20));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("burst connection {n}: {e}"));
+                let connected = started.elapsed();
+                let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+                let (ws, _) = tokio_tungstenite::client_async(&url, stream)
+                    .await
+                    .unwrap_or_else(|e| panic!("burst handshake {n}: {e}"));
+                let mut client = Client::from_ws(ws, &format!("burst-{n}"));
+                client.join().await;
+                (connected, started.elapsed(), client)
+            })
+        })
+        .collect();
+    let mut connects = Vec::with_capacity(count);
+    let mut slowest = Duration::ZERO;
+    let mut clients = Vec::with_capacity(count);
+    for task in tasks {
+        let (connected, joined, client) = task.await.expect("burst task");
+        connects.push(connected);
+        slowest = slowest.max(joined);
+        clients.push(client);
+    }
+    for client in clients {
+        client.close().await;
+    }
+    (connects.iter().filter(|t| **t >= SYN_RETRY).count(), slowest)
+}
+
 #[tokio::main]
 async fn main() {
     let bench = std::env::args().any(|arg| arg == "--bench");
     let size = if bench { BENCH } else { TEST };
     raise_fd_limit();
-    let server = Server::start(&[
+    // FLOOD_LISTEN_BACKLOG compares accept queues (the default is the server's own, 1024).
+    let backlog = std::env::var("FLOOD_LISTEN_BACKLOG")
+        .ok()
+        .filter(|b| !b.is_empty());
+    let mut env = vec![
         ("MEDIASOUP_MAX_CONNECTIONS", "100000"),
         ("MEDIASOUP_MAX_CONNECTIONS_PER_IP", "100000"),
         ("MEDIASOUP_HANDSHAKE_TIMEOUT_SECS", "3"),
         ("MEDIASOUP_RTC_MIN_PORT", "40000"),
-        ("MEDIASOUP_RTC_MAX_PORT", "40999"),
-    ]);
+        ("MEDIASOUP_RTC_MAX_PORT", "44999"),
+    ];
+    if let Some(backlog) = &backlog {
+        env.push(("MEDIASOUP_LISTEN_BACKLOG", backlog));
+        println!("flood: MEDIASOUP_LISTEN_BACKLOG={backlog}");
+    }
+    let server = Server::start(&env);
     let quiet = joins(&server, size.joins).await;
+    let (retried, slowest) = burst(&server, size.burst).await;
 
     // Idle WebSockets, each read by a task of its own so that it answers pings.
     let mut idle = Vec::with_capacity(size.idle);
@@ -160,6 +215,12 @@ async fn main() {
             took[took.len() - 1].as_secs_f64() * 1000.0
         );
     }
+    println!(
+        "  burst of {} joins at once: {retried} TCP connects waited >= {} ms (a SYN retransmission), slowest join {:.0} ms",
+        size.burst,
+        SYN_RETRY.as_millis(),
+        slowest.as_secs_f64() * 1000.0
+    );
     println!(
         "  server RSS with the idle peers: {:.1} MiB",
         rss_idle / 1024.0 / 1024.0

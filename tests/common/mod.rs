@@ -372,6 +372,11 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client::from_ws(ws, user_id)
+    }
+
+    /// A client on a WebSocket the caller opened itself.
+    pub fn from_ws(ws: Ws, user_id: &str) -> Client {
         Client {
             ws,
             user_id: user_id.to_owned(),
