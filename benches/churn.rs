@@ -123,7 +123,10 @@ async fn main() {
     let passed: Vec<(String, String)> = std::env::vars()
         .filter_map(|(name, value)| Some((name.strip_prefix("CHURN_SERVER_")?.to_owned(), value)))
         .collect();
-    let mut env: Vec<(&str, &str)> = passed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = passed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     env.extend([
         ("MEDIASOUP_MAX_CONNECTIONS_PER_IP", "100000"),
         ("MEDIASOUP_MAX_ROOMS", "100000"),
@@ -153,9 +156,12 @@ async fn main() {
         }
         wait_until("every peer, transport and consumer gone", DEADLINE, || {
             let scrape = server.scrape();
-            ["mediasoup_server_peers", "mediasoup_server_worker_transports{worker=\"0\"}"]
-                .iter()
-                .all(|series| common::metric_value(&scrape, series) == Some(0.0))
+            [
+                "mediasoup_server_peers",
+                "mediasoup_server_worker_transports{worker=\"0\"}",
+            ]
+            .iter()
+            .all(|series| common::metric_value(&scrape, series) == Some(0.0))
         });
         let left = settled_rss(&server);
         println!(

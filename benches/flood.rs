@@ -138,7 +138,10 @@ async fn burst(server: &Server, count: usize) -> (usize, Duration) {
     for client in clients {
         client.close().await;
     }
-    (connects.iter().filter(|t| **t >= SYN_RETRY).count(), slowest)
+    (
+        connects.iter().filter(|t| **t >= SYN_RETRY).count(),
+        slowest,
+    )
 }
 
 #[tokio::main]

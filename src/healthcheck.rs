@@ -67,7 +67,12 @@ async fn ask(addr: SocketAddr) -> Result<String, Unhealthy> {
         .insert(HOST, HeaderValue::from_static("localhost"));
     let response = sender.send_request(request).await.map_err(http)?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(http)?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(http)?
+        .to_bytes();
     let body = String::from_utf8_lossy(&body).trim().to_owned();
     if status == StatusCode::OK {
         Ok(body)

@@ -894,7 +894,10 @@ fn healthcheck_exits_0_only_while_the_server_is_ready() {
     server.wait_unready(0);
     let (code, stderr) = healthcheck(&listen);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("not ready (503") && stderr.contains("worker 0"), "{stderr}");
+    assert!(
+        stderr.contains("not ready (503") && stderr.contains("worker 0"),
+        "{stderr}"
+    );
     frozen.thaw();
     server.wait_ready();
     assert_eq!(healthcheck(&listen).0, Some(0));
