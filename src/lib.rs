@@ -11,6 +11,7 @@ pub mod fatal_signal;
 pub mod health;
 pub mod http;
 pub mod rooms;
+pub mod selftest;
 pub mod server;
 pub mod shutdown;
 pub mod signaling;

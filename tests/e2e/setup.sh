@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end test needs; safe to run again (skips what is already there).
 #   apt: chromium (the browser under test), prometheus (for promtool), iproute2 (netns.sh,
-#        real-path: ip, ss), util-linux (unshare, nsenter)
+#        real-path: ip, ss), util-linux (unshare, nsenter), nftables (selftest: drops UDP inside
+#        the test's namespace), nginx + openssl (selftest: the README's wss:// proxy on a sub-path)
 #   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild)
 set -euo pipefail
 
@@ -12,6 +13,9 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 { command -v ip && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2) # netns.sh, real-path
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux) # real-path
+command -v nft >/dev/null 2>&1 || [[ -x /usr/sbin/nft ]] || missing+=(nftables) # selftest
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx) # selftest
+command -v openssl >/dev/null 2>&1 || missing+=(openssl) # selftest
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup.sh: need root to apt-get install ${missing[*]}; run it as root or install them first" >&2
