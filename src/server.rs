@@ -366,7 +366,9 @@ fn upgrade(
     let admitted = if self_test.enabled() && selftest::is_self_test_room(&room) {
         self_test.admit(&room, headers, query).map(Some)
     } else {
-        admission.check_request(&room, headers, query).map(|()| None)
+        admission
+            .check_request(&room, headers, query)
+            .map(|()| None)
     };
     let self_test_place = match admitted.and_then(|place| slot.attribute(client).map(|()| place)) {
         Ok(place) => place,

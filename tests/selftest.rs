@@ -42,8 +42,13 @@ fn minted_tokens_are_good_for_their_room_only_and_rooms_are_capped() {
     let (status, first) = session(&server);
     assert_eq!(status, 200, "{first}");
     let room = first["room"].as_str().expect("room");
-    let token = first["token"].as_str().expect("a token, since the server has a secret");
-    assert!(room.starts_with("selftest-") && room.len() == "selftest-".len() + 32, "{room}");
+    let token = first["token"]
+        .as_str()
+        .expect("a token, since the server has a secret");
+    assert!(
+        room.starts_with("selftest-") && room.len() == "selftest-".len() + 32,
+        "{room}"
+    );
     assert_eq!(first["maxPeers"], 2);
     assert_eq!(first["lifetimeSecs"], 60);
     assert_eq!(first["seen"]["viaProxy"], false);

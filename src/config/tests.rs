@@ -16,7 +16,10 @@ fn defaults_without_variables() {
     assert_eq!(config.announced_address, None);
     assert_eq!(config.log_format, LogFormat::Text);
     assert!(config.worker_log_tags.is_empty());
-    assert!(config.access.self_test, "the self-test page is on by default");
+    assert!(
+        config.access.self_test,
+        "the self-test page is on by default"
+    );
 }
 
 /// Every variable the server reads, each with a valid value other than its default.

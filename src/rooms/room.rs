@@ -250,8 +250,11 @@ impl Room {
 
     /// Asks every peer's connection to close.
     pub fn close_all(&self, reason: LeaveReason) {
-        let links: Vec<Arc<CloseSignal>> =
-            self.members().values().map(|m| m.link.close.clone()).collect();
+        let links: Vec<Arc<CloseSignal>> = self
+            .members()
+            .values()
+            .map(|m| m.link.close.clone())
+            .collect();
         for close in links {
             close.close(reason);
         }

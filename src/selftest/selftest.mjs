@@ -549,7 +549,7 @@ async function test(peers, keepAudio) {
     verdict(
       'tcp-only',
       'warn',
-      `TCP only: ${udpAdvice(' is blocked')} between you and the server; open/forward ${udpAdvice('')}.` +
+      `TCP only: ${udpAdvice(plural(ports.udp.length, ' is blocked', ' are blocked'))} between you and the server; open/forward ${udpAdvice('')}.` +
         ` Media works meanwhile over TCP ${list(mediaPorts.map(String))}, which stutters more when the network loses packets.${rttText}`,
       `On the server's firewall (and the router forwarding to it), allow incoming ${udpAdvice('')}${rangeNote}. ` +
         'If the server\'s side is open, your own network (a company or school firewall, a VPN) blocks outgoing UDP.',

@@ -438,7 +438,10 @@ mod tests {
         headers.insert(hyper::header::HOST, "sfu.example.net".parse().unwrap());
         assert!(admission.check_origin(&headers, false).is_err());
         assert!(admission.check_origin(&headers, true).is_ok());
-        headers.insert(hyper::header::HOST, "other.example.net:8443".parse().unwrap());
+        headers.insert(
+            hyper::header::HOST,
+            "other.example.net:8443".parse().unwrap(),
+        );
         assert!(admission.check_origin(&headers, true).is_err());
         headers.insert(ORIGIN, "http://[::1]:3000".parse().unwrap());
         headers.insert(hyper::header::HOST, "[::1]:3000".parse().unwrap());
