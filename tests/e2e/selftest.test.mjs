@@ -95,7 +95,7 @@ test('self-test page over UDP: says UDP, names the port, shows bytes and RTT; fi
   const started = Date.now();
   const result = await runPage(browser.context, base);
   t.diagnostic(`verdict after ${Date.now() - started} ms: ${result.text}`);
-  t.diagnostic(`rtt ${result.rttMs} ms, bytes sent ${result.bytesSent} received ${result.bytesReceived}, samples ${result.samples}`);
+  t.diagnostic(`rtt ${result.rttMs} ms, bytes sent ${result.bytesSent} received ${result.bytesReceived}, samples ${result.samples}, tone energy seen: ${result.audible}`);
   assert.equal(result.verdict, 'udp', describe(result));
   assert.equal(result.protocol, 'udp', describe(result));
   const mediaPorts = ports(result.port);
