@@ -33,6 +33,8 @@ function step(id, state, text) {
   }
   item.dataset.state = state;
   item.textContent = text;
+  // Listed in the order they complete.
+  $('steps').append(item);
 }
 
 function detail(id, label, value) {
@@ -442,6 +444,19 @@ async function test(peers, keepAudio) {
   element.srcObject = new MediaStream([consumer.track]);
   element.hidden = true;
   document.body.append(element);
+  // And listened to: the level and the loudest frequency of what came back.
+  const analyser = new AnalyserNode(audio, { fftSize: 4096 });
+  audio.createMediaStreamSource(new MediaStream([consumer.track])).connect(analyser);
+  const listen = () => {
+    const wave = new Float32Array(analyser.fftSize);
+    analyser.getFloatTimeDomainData(wave);
+    const rms = Math.sqrt(wave.reduce((sum, v) => sum + v * v, 0) / wave.length);
+    const spectrum = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(spectrum);
+    let loudest = 0;
+    for (let i = 1; i < spectrum.length; i++) if (spectrum[i] > spectrum[loudest]) loudest = i;
+    return { rms, hz: (loudest * audio.sampleRate) / analyser.fftSize };
+  };
 
   // 5. ICE: did the media transports connect, over what?
   const udpAdvice = (what) => `UDP ${plural(ports.udp.length, 'port', 'ports')} ${list(ports.udp.map(String))}${what}`;
@@ -477,12 +492,15 @@ async function test(peers, keepAudio) {
   let sentBytes = 0;
   let rtts = [];
   let paths = [];
+  let loudest = null;
   while (Date.now() < deadline) {
     const [recvPath, sendPath] = await Promise.all([selectedPath(receiver.recv.transport), selectedPath(sender.send.transport)]);
     const inbound = audioInbound(await consumer.getStats());
     sentBytes = audioOutbound(await sender.producer.getStats());
     start ??= inbound;
     last = inbound;
+    const heardNow = listen();
+    if (heardNow.rms > (loudest?.rms ?? 0)) loudest = heardNow;
     paths = [sendPath.pair, recvPath.pair].filter(Boolean);
     rtts = paths.map((p) => p.rttMs).filter((v) => typeof v === 'number');
     const rtt = rtts.length ? Math.max(...rtts) : null;
@@ -508,11 +526,17 @@ async function test(peers, keepAudio) {
     );
     return;
   }
-  const heard = last.energy > 0 || last.level > 0;
+  // The tone came back when what is heard is loud enough and loudest near its frequency.
+  const heard = loudest !== null && loudest.rms > 0.01 && Math.abs(loudest.hz - TONE_HZ) < 30;
+  const toneText = heard
+    ? `, and the ${TONE_HZ} Hz tone came back`
+    : loudest !== null && loudest.rms > 0.01
+      ? `; what came back is loudest at ${loudest.hz.toFixed(0)} Hz, not the ${TONE_HZ} Hz tone`
+      : '; the tone was not heard in it';
   step(
     'media',
-    'ok',
-    `Audio flows: sent ${formatBytes(sentBytes)}, received ${formatBytes(last.bytes)}; ${last.samples} samples decoded${heard ? ', the tone is audible in them' : ''}.`,
+    heard ? 'ok' : 'warn',
+    `Audio flows: sent ${formatBytes(sentBytes)}, received ${formatBytes(last.bytes)}; ${last.samples} samples decoded${toneText}.`,
   );
 
   const protocols = [...new Set(paths.map((p) => p.protocol))];
@@ -530,6 +554,7 @@ async function test(peers, keepAudio) {
     bytesSent: sentBytes,
     samples: last.samples,
     audible: heard,
+    toneHz: loudest === null ? null : loudest.hz.toFixed(0),
     wsUrl: shownUrl,
     wsSecure: secure,
     viaProxy: Boolean(seen.viaProxy),

@@ -66,6 +66,9 @@ function assertMediaFlowed(result, server) {
     assert.ok(port >= server.rtcPorts.min && port <= server.rtcPorts.max, `port ${port} in the media range: ${describe(result)}`);
   }
   assert.equal(result.address, '127.0.0.1', describe(result));
+  // The receiver heard the sender's 440 Hz tone (WebAudio analyser on the consumed track).
+  assert.equal(result.audible, 'true', `the tone came back: ${describe(result)}`);
+  assert.ok(Math.abs(Number(result.toneHz) - 440) < 30, `loudest at ${result.toneHz} Hz`);
   const cspErrors = result.consoleLines.filter((l) => /Content Security Policy|Refused to/i.test(l));
   assert.deepEqual(cspErrors, [], 'no CSP violations');
 }
@@ -95,7 +98,7 @@ test('self-test page over UDP: says UDP, names the port, shows bytes and RTT; fi
   const started = Date.now();
   const result = await runPage(browser.context, base);
   t.diagnostic(`verdict after ${Date.now() - started} ms: ${result.text}`);
-  t.diagnostic(`rtt ${result.rttMs} ms, bytes sent ${result.bytesSent} received ${result.bytesReceived}, samples ${result.samples}, tone energy seen: ${result.audible}`);
+  t.diagnostic(`rtt ${result.rttMs} ms, bytes sent ${result.bytesSent} received ${result.bytesReceived}, samples ${result.samples}, tone heard: ${result.audible} (loudest at ${result.toneHz} Hz)`);
   assert.equal(result.verdict, 'udp', describe(result));
   assert.equal(result.protocol, 'udp', describe(result));
   const mediaPorts = ports(result.port);
