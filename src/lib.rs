@@ -12,6 +12,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod http;
 pub mod rooms;
+pub mod selftest;
 pub mod server;
 pub mod shutdown;
 pub mod signaling;

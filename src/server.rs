@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::http::{self, Body};
 use crate::rooms::{stats, Rooms, TransportSettings};
+use crate::selftest::{self, SelfTest};
 use crate::shutdown::{self, Shutdown};
 use crate::signaling::admission::{Admission, ConnectionSlot};
 use crate::signaling::{self, room_name, Signaling, MAX_FRAME_BYTES};
@@ -167,6 +168,7 @@ pub async fn run_until(
     let signaling = Arc::new(Signaling::new(rooms.clone(), config.limits.clone()));
     let connections = signaling.connections();
     let admission = Admission::new(config.access.clone(), config.limits.clone(), bus.clone());
+    let self_test = SelfTest::new(config.access.self_test, rooms.clone(), admission.clone());
     let (trigger, shutdown) = shutdown::channel();
 
     let background = [
@@ -184,6 +186,7 @@ pub async fn run_until(
             signaling_listener,
             signaling,
             admission,
+            self_test,
             health.clone(),
             shutdown.clone(),
         )),
@@ -250,19 +253,21 @@ async fn serve_signaling(
     listener: TcpListener,
     signaling: Arc<Signaling>,
     admission: Arc<Admission>,
+    self_test: Arc<SelfTest>,
     health: Health,
     shutdown: Shutdown,
 ) {
     let connection_shutdown = shutdown.clone();
     let connection_admission = admission.clone();
     let handler = move |request: Request<Incoming>| {
-        let (signaling, admission, health, shutdown) = (
+        let (signaling, admission, self_test, health, shutdown) = (
             signaling.clone(),
             connection_admission.clone(),
+            self_test.clone(),
             health.clone(),
             connection_shutdown.clone(),
         );
-        async move { route(request, signaling, admission, health, shutdown) }
+        async move { route(request, signaling, admission, self_test, health, shutdown) }
     };
     http::serve(listener, handler, shutdown, Some(admission)).await;
 }
@@ -271,6 +276,7 @@ fn route(
     request: Request<Incoming>,
     signaling: Arc<Signaling>,
     admission: Arc<Admission>,
+    self_test: Arc<SelfTest>,
     health: Health,
     shutdown: Shutdown,
 ) -> Response<Body> {
@@ -298,7 +304,30 @@ fn route(
                 )
             }
         }
-        (&Method::GET, _, true) => upgrade(request, signaling, admission, shutdown),
+        (&Method::GET, "/selftest/session", false) if self_test.enabled() => {
+            let peer = request
+                .extensions()
+                .get::<Arc<ConnectionSlot>>()
+                .map(|slot| slot.peer());
+            match peer {
+                Some(peer) => self_test.session(peer, request.headers()),
+                None => http::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "connection not admitted\n",
+                ),
+            }
+        }
+        (&Method::GET, path, false) if path == "/" || path.starts_with("/selftest/") => self_test
+            .file(path)
+            .unwrap_or_else(|| {
+                let why = if self_test.enabled() {
+                    "not found\n"
+                } else {
+                    "the self-test page is off on this server (MEDIASOUP_SELF_TEST=off)\n"
+                };
+                http::text(StatusCode::NOT_FOUND, why)
+            }),
+        (&Method::GET, _, true) => upgrade(request, signaling, admission, self_test, shutdown),
         _ => http::text(
             StatusCode::UPGRADE_REQUIRED,
             "this is a MediaSoupVTT signaling server: connect with a WebSocket to ws://host:port/<room>\n",
@@ -312,6 +341,7 @@ fn upgrade(
     request: Request<Incoming>,
     signaling: Arc<Signaling>,
     admission: Arc<Admission>,
+    self_test: Arc<SelfTest>,
     shutdown: Shutdown,
 ) -> Response<Body> {
     let room = match room_name::from_path(request.uri().path()) {
@@ -331,12 +361,19 @@ fn upgrade(
         );
     };
     let client = admission.client_address(slot.peer(), request.headers());
-    let admitted = admission
-        .check_request(&room, request.headers(), request.uri().query())
-        .and_then(|()| slot.attribute(client));
-    if let Err(refusal) = admitted {
-        return http::text(refusal.status(), refusal.message());
-    }
+    let (headers, query) = (request.headers(), request.uri().query());
+    // A self-test room: minted by the page's session request, and held only while its WebSocket is.
+    let admitted = if self_test.enabled() && selftest::is_self_test_room(&room) {
+        self_test.admit(&room, headers, query).map(Some)
+    } else {
+        admission
+            .check_request(&room, headers, query)
+            .map(|()| None)
+    };
+    let self_test_place = match admitted.and_then(|place| slot.attribute(client).map(|()| place)) {
+        Ok(place) => place,
+        Err(refusal) => return http::text(refusal.status(), refusal.message()),
+    };
     let accept = derive_accept_key(key.as_bytes());
     let handshake_timeout = admission.limits().handshake_timeout;
     tokio::spawn(async move {
@@ -361,6 +398,7 @@ fn upgrade(
                 signaling::serve(ws, room, signaling, shutdown).await;
                 // The connection's place is free once the peer is gone.
                 drop(slot);
+                drop(self_test_place);
             }
             Ok(Err(error)) => debug!(%error, "WebSocket upgrade failed"),
         }

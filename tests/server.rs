@@ -67,11 +67,13 @@ async fn starts_two_workers_serves_health_and_websocket_and_stops_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     let readiness: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(readiness["ready"], true);
-    let (status, body) = http_get(server.addr, "/").unwrap();
+    let (status, body) = http_get(server.addr, "/my-table").unwrap();
     assert_eq!(
         status, 426,
         "plain HTTP on a room path asks for a WebSocket: {body}"
     );
+    let (status, body) = http_get(server.addr, "/").unwrap();
+    assert_eq!(status, 200, "`/` is the self-test page: {body}");
 
     let mut client = Client::connect(&server.url("/"), "aaaaaaaaaaaaaaaa").await;
     client.ok("getRouterRtpCapabilities", json!({})).await;

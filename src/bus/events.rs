@@ -130,6 +130,8 @@ pub enum LeaveReason {
     /// The client kept sending requests over its request rate.
     RequestFlood,
     ServerShutdown,
+    /// A self-test room reached the end of its lifetime.
+    SelfTestOver,
 }
 
 impl LeaveReason {
@@ -141,6 +143,7 @@ impl LeaveReason {
             LeaveReason::TimedOut => "timed_out",
             LeaveReason::RequestFlood => "request_flood",
             LeaveReason::ServerShutdown => "server_shutdown",
+            LeaveReason::SelfTestOver => "self_test_over",
         }
     }
 }

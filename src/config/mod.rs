@@ -83,6 +83,7 @@ struct RawConfig {
     secret_file: Option<String>,
     allowed_origins: Option<String>,
     trusted_proxies: Option<String>,
+    self_test: Option<String>,
     max_connections: Option<String>,
     max_connections_per_ip: Option<String>,
     max_peers_per_room: Option<String>,

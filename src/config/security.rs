@@ -16,6 +16,8 @@ pub struct Access {
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies).
     pub trusted_proxies: Vec<IpNet>,
+    /// The self-test page (`GET /`) and its throw-away rooms (README, "Self-test page").
+    pub self_test: bool,
 }
 
 /// The room-token key. Its `Debug` never shows it.
@@ -246,10 +248,19 @@ pub(super) fn access(raw: &mut RawConfig) -> Result<Access, ConfigError> {
             })
             .collect::<Result<_, _>>()?,
     };
+    let self_test = match non_empty(raw.self_test.take()) {
+        None => true,
+        Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => return Err(invalid("SELF_TEST", &text, "on or off")),
+        },
+    };
     Ok(Access {
         secret,
         allowed_origins,
         trusted_proxies,
+        self_test,
     })
 }
 

@@ -16,6 +16,10 @@ fn defaults_without_variables() {
     assert_eq!(config.announced_address, None);
     assert_eq!(config.log_format, LogFormat::Text);
     assert!(config.worker_log_tags.is_empty());
+    assert!(
+        config.access.self_test,
+        "the self-test page is on by default"
+    );
 }
 
 /// Every variable the server reads, each with a valid value other than its default.
@@ -39,6 +43,7 @@ const EVERY_VARIABLE: &[(&str, &str)] = &[
         "https://vtt.example.org, http://10.0.0.5:30000/",
     ),
     ("MEDIASOUP_TRUSTED_PROXIES", "10.0.0.0/8,::1"),
+    ("MEDIASOUP_SELF_TEST", "off"),
     ("MEDIASOUP_MAX_CONNECTIONS", "100"),
     ("MEDIASOUP_MAX_CONNECTIONS_PER_IP", "5"),
     ("MEDIASOUP_MAX_PEERS_PER_ROOM", "8"),
@@ -92,6 +97,7 @@ fn reads_every_variable() {
             "::1".parse::<IpNet>().unwrap()
         ]
     );
+    assert!(!config.access.self_test);
     let limits = &config.limits;
     assert_eq!(
         (limits.max_connections, limits.max_connections_per_ip),

@@ -221,6 +221,17 @@ impl Rooms {
         drop(closed);
     }
 
+    /// Asks every peer of the room `name` to leave (the room closes when the last one has).
+    pub fn close_room(&self, name: &str, reason: crate::bus::LeaveReason) {
+        let room = match self.rooms().get(name) {
+            Some(Entry::Open(room)) => Some(Arc::clone(room)),
+            _ => None,
+        };
+        if let Some(room) = room {
+            room.close_all(reason);
+        }
+    }
+
     /// The rooms open now.
     pub async fn snapshot(&self) -> Vec<Arc<Room>> {
         self.rooms()

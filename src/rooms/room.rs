@@ -248,6 +248,18 @@ impl Room {
         self.members().is_empty()
     }
 
+    /// Asks every peer's connection to close.
+    pub fn close_all(&self, reason: LeaveReason) {
+        let links: Vec<Arc<CloseSignal>> = self
+            .members()
+            .values()
+            .map(|m| m.link.close.clone())
+            .collect();
+        for close in links {
+            close.close(reason);
+        }
+    }
+
     pub fn member_count(&self) -> usize {
         self.members().len()
     }

@@ -76,6 +76,7 @@ impl Refusal {
             RefusalReason::Origin => "WebSocket connections from this page's origin are not allowed (MEDIASOUP_ALLOWED_ORIGINS)\n",
             RefusalReason::Connections => "the server has too many connections: try again later\n",
             RefusalReason::ConnectionsPerIp => "too many connections from your address: close some first\n",
+            RefusalReason::RoomFull => "the room is full\n",
             _ => "refused\n",
         }
     }
@@ -119,7 +120,7 @@ impl Admission {
         Refusal(reason)
     }
 
-    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         self.access
             .trusted_proxies
             .iter()
@@ -185,16 +186,34 @@ impl Admission {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<(), Refusal> {
-        if !self.access.allowed_origins.is_empty() {
-            let allowed = headers
-                .get(ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
-                .is_some_and(|origin| self.access.allowed_origins.contains(&origin));
-            if !allowed {
-                return Err(self.refused(RefusalReason::Origin));
-            }
+        self.check_origin(headers, false)?;
+        self.check_token(room, query)
+    }
+
+    /// The Origin allowlist. With `own_pages`, a page this server served itself (its Origin's
+    /// host is the request's `Host`, ports aside, since a proxy's `$host` drops the port) passes
+    /// too: the self-test page.
+    pub fn check_origin(&self, headers: &HeaderMap, own_pages: bool) -> Result<(), Refusal> {
+        if self.access.allowed_origins.is_empty() {
+            return Ok(());
         }
+        let origin = headers
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase());
+        let allowed = origin.as_deref().is_some_and(|origin| {
+            self.access.allowed_origins.iter().any(|o| o == origin)
+                || (own_pages && is_own_origin(origin, headers))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(self.refused(RefusalReason::Origin))
+        }
+    }
+
+    /// The room token in `query`, when the server has a secret.
+    pub fn check_token(&self, room: &str, query: Option<&str>) -> Result<(), Refusal> {
         if let Some(secret) = &self.access.secret {
             let token = query
                 .into_iter()
@@ -210,6 +229,36 @@ impl Admission {
         }
         Ok(())
     }
+
+    pub fn secret(&self) -> Option<&Secret> {
+        self.access.secret.as_ref()
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`, lower case) names the host of the request's `Host`
+/// header, ports aside.
+fn is_own_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((_, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let name = |authority: &str| -> String {
+        let authority = authority.trim().to_ascii_lowercase();
+        if let Some(rest) = authority.strip_prefix('[') {
+            // [v6]:port
+            return rest.split(']').next().unwrap_or_default().to_owned();
+        }
+        authority
+            .rsplit_once(':')
+            .map_or(authority.clone(), |(name, _)| name.to_owned())
+    };
+    let (origin_name, host_name) = (name(origin_host), name(host));
+    !origin_name.is_empty() && origin_name == host_name
 }
 
 /// One admitted connection; dropping it frees its place. Shared by the HTTP connection and,
@@ -362,7 +411,7 @@ mod tests {
         let access = Access {
             secret: Some(secret.clone()),
             allowed_origins: vec!["https://vtt.example.org".into()],
-            trusted_proxies: Vec::new(),
+            ..Access::default()
         };
         let admission = admission(access, Limits::default());
         let mut headers = HeaderMap::new();
@@ -383,5 +432,21 @@ mod tests {
             Some(RefusalReason::TokenInvalid)
         );
         assert_eq!(check(&headers, Some(&format!("x=1&{query}"))), None);
+
+        // The server's own pages, only where asked for (the self-test page).
+        headers.insert(ORIGIN, "https://sfu.example.net:8443".parse().unwrap());
+        headers.insert(hyper::header::HOST, "sfu.example.net".parse().unwrap());
+        assert!(admission.check_origin(&headers, false).is_err());
+        assert!(admission.check_origin(&headers, true).is_ok());
+        headers.insert(
+            hyper::header::HOST,
+            "other.example.net:8443".parse().unwrap(),
+        );
+        assert!(admission.check_origin(&headers, true).is_err());
+        headers.insert(ORIGIN, "http://[::1]:3000".parse().unwrap());
+        headers.insert(hyper::header::HOST, "[::1]:3000".parse().unwrap());
+        assert!(admission.check_origin(&headers, true).is_ok());
+        headers.remove(hyper::header::HOST);
+        assert!(admission.check_origin(&headers, true).is_err());
     }
 }

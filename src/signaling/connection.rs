@@ -173,6 +173,10 @@ impl Ending {
             LeaveReason::ServerShutdown => {
                 Some(close_frame(CloseCode::Away, "server shutting down"))
             }
+            LeaveReason::SelfTestOver => Some(close_frame(
+                CloseCode::Normal,
+                "self-test over: its room is closed",
+            )),
         };
         Ending { reason, close }
     }

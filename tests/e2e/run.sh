@@ -2,7 +2,9 @@
 # End-to-end test: installs what it needs (setup.sh), then runs node's test runner on
 # tests/e2e/ inside a private network namespace (netns.sh): e2e.test.mjs over loopback only,
 # then real-path.test.mjs, which adds a veth pair to a second namespace of its own for
-# Chromium. The files run one after the other (they share the namespace and two cores).
+# Chromium, and selftest.test.mjs (the self-test page: UDP, UDP dropped with nftables in this
+# namespace, secret + Origin allowlist, nginx with TLS on a sub-path, bundle rebuild check).
+# The files run one after the other (they share the namespace and two cores).
 # Needs the release server binary (target/release/mediasoup-server, or MEDIASOUP_SERVER_BIN).
 # E2E_LEAVE_ROUNDS sets the real-path rounds (default 20). Exits non-zero when a test fails.
 set -euo pipefail

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end test needs; safe to run again (skips what is already there).
 #   apt: chromium (the browser under test), prometheus (for promtool), iproute2 (netns.sh,
-#        real-path: ip, ss), util-linux (unshare, nsenter)
-#   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild)
+#        real-path: ip, ss), util-linux (unshare, nsenter), nftables (selftest: drops UDP inside
+#        the test's namespace), nginx + openssl (selftest: the README's wss:// proxy on a sub-path)
+#   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild), and
+#        src/selftest/package-lock.json (the self-test page's bundle inputs, for its rebuild check)
 set -euo pipefail
 
 e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,6 +14,9 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 { command -v ip && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2) # netns.sh, real-path
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux) # real-path
+command -v nft >/dev/null 2>&1 || [[ -x /usr/sbin/nft ]] || missing+=(nftables) # selftest
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx) # selftest
+command -v openssl >/dev/null 2>&1 || missing+=(openssl) # selftest
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup.sh: need root to apt-get install ${missing[*]}; run it as root or install them first" >&2
@@ -38,5 +43,16 @@ want="$(sha256sum "$e2e_dir/package-lock.json" | cut -d' ' -f1)"
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "setup.sh: npm ci in $e2e_dir"
   (cd "$e2e_dir" && npm ci --no-audit --no-fund --ignore-scripts)
+  echo "$want" >"$stamp"
+fi
+
+# The self-test page's own pinned inputs: the e2e test rebuilds its bundle inside the network
+# namespace, where npm cannot reach the registry.
+selftest_dir="$(cd "$e2e_dir/../../src/selftest" && pwd)"
+stamp="$selftest_dir/node_modules/.selftest-lock.sha256"
+want="$(sha256sum "$selftest_dir/package-lock.json" | cut -d' ' -f1)"
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup.sh: npm ci in $selftest_dir"
+  (cd "$selftest_dir" && npm ci --no-audit --no-fund --ignore-scripts)
   echo "$want" >"$stamp"
 fi

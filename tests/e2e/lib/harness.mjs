@@ -465,3 +465,28 @@ export function promtoolCheckMetrics(text) {
   }
   return { status: result.status, output: `${result.stdout}${result.stderr}`.trim() };
 }
+
+/**
+ * Headless Debian Chromium with a fresh profile and `args` added to the usual flags, for a test
+ * that drives a page of its own (the self-test page); in the loopback-only namespace.
+ * Returns {context, close}.
+ */
+export async function launchChromium({ args = [] } = {}) {
+  assertLoopbackOnly();
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} not found: run tests/e2e/setup.sh (installs apt chromium)`);
+  }
+  const userDataDir = await mkdtemp(path.join(tmpdir(), 'mediasoup-e2e-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...CHROMIUM_ARGS, ...args],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      await rm(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
