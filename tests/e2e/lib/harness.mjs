@@ -148,6 +148,7 @@ export async function startServer({
       return url.search;
     },
     signaling: { host: signalingIp, port: listenPort },
+    pid: child.pid,
     rtcPorts: { min: rtcMinPort, max: rtcMinPort + 199 },
     log: () => output.join(''),
     died,
