@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end test needs; safe to run again (skips what is already there).
-#   apt: chromium (the browser under test), prometheus (for promtool), iproute2 (netns.sh,
-#        real-path: ip, ss), util-linux (unshare, nsenter)
+#   apt: chromium (the browser under test), prometheus (for promtool), opus-tools (opusinfo and
+#        opusdec check recording.test.mjs's files), iproute2 (netns.sh, real-path: ip, ss),
+#        util-linux (unshare, nsenter)
 #   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild)
 set -euo pipefail
 
 e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 missing=()
+{ command -v opusinfo && command -v opusdec; } >/dev/null 2>&1 || missing+=(opus-tools) # recording.test.mjs
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 { command -v ip && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2) # netns.sh, real-path
