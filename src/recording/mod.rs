@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mediasoup::prelude::*;
+use mediasoup::types::rtp_parameters::RtpCodecParametersParametersValue;
+use mediasoup::worker::RequestError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{warn, Span};
@@ -86,10 +88,8 @@ impl Recorder {
 
 #[derive(Debug, thiserror::Error)]
 enum OpenError {
-    #[error("could not create the recording transport: {0}")]
-    Transport(#[from] RequestError),
-    #[error("could not create the audio level observer: {0}")]
-    Observer(#[from] mediasoup::router::CreateAudioLevelObserverError),
+    #[error("could not create the recording transport or audio level observer: {0}")]
+    Worker(#[from] RequestError),
     #[error("the router's capabilities do not convert: {0}")]
     Capabilities(#[from] serde_json::Error),
 }
@@ -190,7 +190,7 @@ impl Shared {
         let quiet: Vec<ProducerId> = state
             .speaking_now
             .keys()
-            .filter(|p| !loud.contains(p))
+            .filter(|p| !loud.contains(*p))
             .copied()
             .collect();
         for producer in quiet {
@@ -392,7 +392,7 @@ impl RoomRecording {
                 Ok(consumer) => consumer,
                 // The producer closed meanwhile, or the worker refused: this file stays empty.
                 Err(error) => {
-                    warn!(parent: &shared.session.span, %error, file, "could not consume an audio producer for recording");
+                    warn!(parent: &shared.session.span, %error, %file, "could not consume an audio producer for recording");
                     return;
                 }
             };
