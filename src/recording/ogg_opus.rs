@@ -262,8 +262,8 @@ mod tests {
         let mut reader = PacketReader::new(std::io::Cursor::new(bytes));
         let mut out = Vec::new();
         while let Some(p) = reader.read_packet().expect("valid ogg") {
-            let end = p.last_in_stream();
-            out.push((p.data, p.absgp_page(), end));
+            let (end, granule) = (p.last_in_stream(), p.absgp_page());
+            out.push((p.data, granule, end));
         }
         out
     }
