@@ -15,7 +15,7 @@ import { SIGNALING_TIMEOUT_MS, leaveAll, scenario, waitConsumersExactly } from '
 import { foundryUserId, launchBrowser, poll, scrape, startPageServer, startServer } from './lib/harness.mjs';
 
 // How long each microphone producer sends: the stimulus, not a synchronisation.
-const SEND_MS = 4_000;
+const SEND_MS = 5_000;
 // Opus from Chromium: 20 ms per packet.
 const PACKET_MS = 20;
 // A decoded file may differ from what was sent by this share (RFC 7845 pre-skip, the packets
