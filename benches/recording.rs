@@ -7,14 +7,13 @@
 //! Run: `cargo bench --bench recording`; `cargo test` runs it briefly as a check.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mediasoup::prelude::*;
 use mediasoup_server::bus::{BusBuilder, RoomName};
@@ -91,7 +90,8 @@ async fn measure(size: &Size, record: bool) -> Duration {
         })
     };
 
-    let dir = std::env::temp_dir().join(format!("mediasoup-bench-recording-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("mediasoup-bench-recording-{}", std::process::id()));
     let recorder = Recorder::start(
         Recording {
             dir: PathBuf::from(&dir),
@@ -193,7 +193,8 @@ async fn main() {
     };
     let forwarding = measure(&size, false).await;
     let recording = measure(&size, true).await;
-    let per_stream = |d: Duration| d.as_secs_f64() * 1000.0 / size.seconds as f64 / f64::from(size.streams);
+    let per_stream =
+        |d: Duration| d.as_secs_f64() * 1000.0 / size.seconds as f64 / f64::from(size.streams);
     println!(
         "{} audio streams at 50 packets/s for {} s, CPU time of the process (worker included):",
         size.streams, size.seconds

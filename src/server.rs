@@ -162,7 +162,9 @@ pub async fn run_until(
 
     let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
     let recorder = match config.recording.clone() {
-        Some(recording) => Some(Recorder::start(recording, bus.clone()).map_err(ServerError::Recorder)?),
+        Some(recording) => {
+            Some(Recorder::start(recording, bus.clone()).map_err(ServerError::Recorder)?)
+        }
         None => None,
     };
     let rooms = Arc::new(Rooms::new(
@@ -229,8 +231,7 @@ pub async fn run_until(
     drop(workers);
     // The rooms closed their recordings: their last pages are written before the process ends.
     if let Some(recorder) = recorder {
-        let flushed =
-            tokio::task::spawn_blocking(move || recorder.flush(DRAIN_TIMEOUT)).await;
+        let flushed = tokio::task::spawn_blocking(move || recorder.flush(DRAIN_TIMEOUT)).await;
         if !matches!(flushed, Ok(true)) {
             warn!("recordings were not all written out within {DRAIN_TIMEOUT:?}");
         }

@@ -64,7 +64,10 @@ async fn only_configured_rooms_and_users_are_recorded_and_hostile_ids_stay_insid
     let dir = TempDir::new("rules");
     let recordings = dir.0.join("recordings");
     let server = Server::start(&[
-        ("MEDIASOUP_RECORDINGS_DIR", recordings.to_str().expect("utf-8")),
+        (
+            "MEDIASOUP_RECORDINGS_DIR",
+            recordings.to_str().expect("utf-8"),
+        ),
         ("MEDIASOUP_RECORD_ROOMS", "rec-*"),
         ("MEDIASOUP_RECORD_EXCLUDE_USERS", "ExcludedUser0001"),
     ]);
@@ -87,8 +90,7 @@ async fn only_configured_rooms_and_users_are_recorded_and_hostile_ids_stay_insid
     wait_until("the second file and its manifest entry", DEADLINE, || {
         files().len() == 3
             && files_below(&recordings).iter().any(|f| {
-                f.file_name()
-                    .is_some_and(|n| n == "manifest.json")
+                f.file_name().is_some_and(|n| n == "manifest.json")
                     && manifest(&recordings.join(f.parent().expect("session")))["files"]
                         .as_array()
                         .is_some_and(|f| f.len() == 2)
@@ -124,7 +126,10 @@ async fn only_configured_rooms_and_users_are_recorded_and_hostile_ids_stay_insid
     assert_eq!(entries[0]["userId"], "../../etc");
     assert_eq!(entries[0]["producerId"], json!(first));
     assert_eq!(entries[1]["producerId"], json!(second));
-    assert!(entries[0]["endMs"].as_u64().is_some(), "the replaced file ended");
+    assert!(
+        entries[0]["endMs"].as_u64().is_some(),
+        "the replaced file ended"
+    );
     assert!(entries[1]["endMs"].is_null(), "the current one goes on");
     assert!(!recordings.join("plain").exists());
     assert!(!dir.0.join("etc").exists() && !recordings.join("etc").exists());
@@ -176,7 +181,10 @@ async fn a_write_error_stops_the_rooms_recording_and_nothing_else() {
         .await;
     assert_eq!(consumed["producerId"], json!(mic2));
     assert_eq!(server.metric(ERRORS), 1.0);
-    assert_eq!(server.metric("mediasoup_server_producers{kind=\"audio\"}"), 1.0);
+    assert_eq!(
+        server.metric("mediasoup_server_producers{kind=\"audio\"}"),
+        1.0
+    );
     let failures = server
         .log()
         .iter()

@@ -65,7 +65,9 @@ pub(super) fn recording(raw: &mut RawConfig) -> Result<Option<Recording>, Config
         }
     };
     let rooms = list(raw.record_rooms.take())
-        .map(|entry| parse_pattern(&entry).ok_or_else(|| invalid("RECORD_ROOMS", &entry, ROOMS_ACCEPTED)))
+        .map(|entry| {
+            parse_pattern(&entry).ok_or_else(|| invalid("RECORD_ROOMS", &entry, ROOMS_ACCEPTED))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let exclude_users = list(raw.record_exclude_users.take())
         .map(|user| {
@@ -159,11 +161,17 @@ mod tests {
     #[test]
     fn refuses_bad_values() {
         for (r, variable) in [
-            (raw(Some("relative"), None, None), "MEDIASOUP_RECORDINGS_DIR"),
+            (
+                raw(Some("relative"), None, None),
+                "MEDIASOUP_RECORDINGS_DIR",
+            ),
             (raw(Some("/a/../b"), None, None), "MEDIASOUP_RECORDINGS_DIR"),
             (raw(None, Some("a*b"), None), "MEDIASOUP_RECORD_ROOMS"),
             (raw(None, Some("x,../y;"), None), "MEDIASOUP_RECORD_ROOMS"),
-            (raw(None, None, Some("../../etc")), "MEDIASOUP_RECORD_EXCLUDE_USERS"),
+            (
+                raw(None, None, Some("../../etc")),
+                "MEDIASOUP_RECORD_EXCLUDE_USERS",
+            ),
         ] {
             let mut r = r;
             assert_eq!(recording(&mut r).expect_err(variable).variable, variable);

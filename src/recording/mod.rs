@@ -208,7 +208,8 @@ impl Shared {
             // A short pause continues the speaker's last stretch.
             let resumed = speaking.iter().rposition(|s| {
                 s.producer_id == *producer
-                    && s.end_ms.is_some_and(|end| since.saturating_sub(end) <= SPEAKING_MERGE_MS)
+                    && s.end_ms
+                        .is_some_and(|end| since.saturating_sub(end) <= SPEAKING_MERGE_MS)
             });
             let index = match resumed {
                 Some(index) => {
@@ -331,10 +332,14 @@ impl RoomRecording {
             return;
         }
         let track = shared.recorder.next_track.fetch_add(1, Ordering::Relaxed);
-        let stereo = producer.rtp_parameters().codecs.first().is_some_and(|codec| {
-            matches!(codec, RtpCodecParameters::Audio { parameters, .. }
+        let stereo = producer
+            .rtp_parameters()
+            .codecs
+            .first()
+            .is_some_and(|codec| {
+                matches!(codec, RtpCodecParameters::Audio { parameters, .. }
                 if parameters.get("stereo") == Some(&RtpCodecParametersParametersValue::Number(1)))
-        });
+            });
         let file = {
             let mut state = shared.state();
             let user_file_name = file_name(user_id);
@@ -506,7 +511,10 @@ pub fn utc_stamp(secs: u64) -> String {
 /// `2026-11-30T07:15:00.123Z`.
 pub fn utc_iso(ms: u64) -> String {
     let (y, mo, d, h, mi, s) = utc_parts(ms / 1000);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", ms % 1000)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        ms % 1000
+    )
 }
 
 /// Where a room's sessions go, for tests and tools.
@@ -521,12 +529,28 @@ mod tests {
     #[test]
     fn file_names_cannot_escape_the_directory() {
         assert_eq!(file_name("Xy12Ab34Cd56Ef78"), "Xy12Ab34Cd56Ef78");
-        for hostile in ["../../etc", "..", ".", "", "a/b", "/etc/passwd", "a\0b", ".hidden"] {
+        for hostile in [
+            "../../etc",
+            "..",
+            ".",
+            "",
+            "a/b",
+            "/etc/passwd",
+            "a\0b",
+            ".hidden",
+        ] {
             let safe = file_name(hostile);
-            assert!(!safe.contains('/') && !safe.starts_with('.') && !safe.is_empty(), "{hostile:?} -> {safe:?}");
+            assert!(
+                !safe.contains('/') && !safe.starts_with('.') && !safe.is_empty(),
+                "{hostile:?} -> {safe:?}"
+            );
             assert_ne!(safe, hostile);
         }
-        assert_ne!(file_name("a/b"), file_name("a_b"), "no two names share a file");
+        assert_ne!(
+            file_name("a/b"),
+            file_name("a_b"),
+            "no two names share a file"
+        );
     }
 
     #[test]

@@ -75,7 +75,11 @@ fn unwrap(reference: i64, value: i64, bits: u32) -> i64 {
     let modulus = 1i64 << bits;
     let half = modulus / 2;
     let delta = (value - reference).rem_euclid(modulus);
-    let delta = if delta >= half { delta - modulus } else { delta };
+    let delta = if delta >= half {
+        delta - modulus
+    } else {
+        delta
+    };
     reference + delta
 }
 
@@ -189,8 +193,7 @@ impl OggOpusStream {
             i64::from(timestamp),
             32,
         );
-        if self.written.is_some_and(|last| sequence <= last) || self.held.contains_key(&sequence)
-        {
+        if self.written.is_some_and(|last| sequence <= last) || self.held.contains_key(&sequence) {
             self.discarded += 1;
             return Ok(());
         }
@@ -317,16 +320,28 @@ mod tests {
             s.push(seq, ts, packet(i as u8)).unwrap();
         }
         // A duplicate, then a 1 s gap (DTX): granules jump by 48000 samples.
-        s.push(seq0.wrapping_add(11), ts0.wrapping_add(11 * 960), packet(11))
-            .unwrap();
-        s.push(seq0.wrapping_add(12), ts0.wrapping_add(12 * 960 + 48_000), packet(12))
-            .unwrap();
+        s.push(
+            seq0.wrapping_add(11),
+            ts0.wrapping_add(11 * 960),
+            packet(11),
+        )
+        .unwrap();
+        s.push(
+            seq0.wrapping_add(12),
+            ts0.wrapping_add(12 * 960 + 48_000),
+            packet(12),
+        )
+        .unwrap();
         s.finish().unwrap();
         assert_eq!(s.discarded, 1);
         assert_eq!(s.granule(), 13 * 960 + 48_000);
         let packets = read_back(s.take_pages());
         let audio: Vec<u8> = packets[2..].iter().map(|p| p.0[1]).collect();
-        assert_eq!(audio, (0..13).collect::<Vec<u8>>(), "sequence order restored");
+        assert_eq!(
+            audio,
+            (0..13).collect::<Vec<u8>>(),
+            "sequence order restored"
+        );
         let last = packets.last().unwrap();
         assert!(last.2, "end of stream flagged");
         assert_eq!(last.1, 13 * 960 + 48_000);

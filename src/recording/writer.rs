@@ -16,7 +16,9 @@ use mediasoup::prelude::ProducerId;
 use tracing::Span;
 
 use super::ogg_opus::{OggOpusStream, StreamInfo};
-use crate::bus::{Bus, RecordingFailed, RecordingProgress, RecordingStarted, RecordingStopped, RoomName};
+use crate::bus::{
+    Bus, RecordingFailed, RecordingProgress, RecordingStarted, RecordingStopped, RoomName,
+};
 
 /// Packets waiting for the writer at most (about 10 s of 50 streams of 20 ms packets).
 pub const MAX_QUEUED_PACKETS: usize = 25_000;
@@ -200,7 +202,8 @@ impl Writer {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if self.bytes > 0 || dropped > 0 {
             let bytes = std::mem::take(&mut self.bytes);
-            self.bus.emit(&Span::none(), RecordingProgress { bytes, dropped });
+            self.bus
+                .emit(&Span::none(), RecordingProgress { bytes, dropped });
         }
     }
 
@@ -271,7 +274,15 @@ impl Writer {
             return self.fail(&session, &error);
         }
         self.bytes += bytes;
-        self.bus.emit(&session.span, RecordingStarted { room: session.room.clone(), user_id: track.user_id.clone(), producer: track.producer, file: track.file_name.clone() });
+        self.bus.emit(
+            &session.span,
+            RecordingStarted {
+                room: session.room.clone(),
+                user_id: track.user_id.clone(),
+                producer: track.producer,
+                file: track.file_name.clone(),
+            },
+        );
         self.tracks.insert(
             track.id,
             OpenFile {
@@ -296,7 +307,16 @@ impl Writer {
             .and_then(|()| append(&mut open.file, &mut open.stream, &mut open.bytes));
         self.bytes += open.bytes - before;
         let session = open.track.session.clone();
-        self.bus.emit(&session.span, RecordingStopped { room: session.room.clone(), producer: open.track.producer, file: open.track.file_name.clone(), bytes: open.bytes, duration: open.opened.elapsed() });
+        self.bus.emit(
+            &session.span,
+            RecordingStopped {
+                room: session.room.clone(),
+                producer: open.track.producer,
+                file: open.track.file_name.clone(),
+                bytes: open.bytes,
+                duration: open.opened.elapsed(),
+            },
+        );
         if let Err(error) = written {
             self.fail(&session, &error);
         }
@@ -316,10 +336,25 @@ impl Writer {
             .collect();
         for id in ids {
             if let Some(open) = self.tracks.remove(&id) {
-                self.bus.emit(&session.span, RecordingStopped { room: session.room.clone(), producer: open.track.producer, file: open.track.file_name.clone(), bytes: open.bytes, duration: open.opened.elapsed() });
+                self.bus.emit(
+                    &session.span,
+                    RecordingStopped {
+                        room: session.room.clone(),
+                        producer: open.track.producer,
+                        file: open.track.file_name.clone(),
+                        bytes: open.bytes,
+                        duration: open.opened.elapsed(),
+                    },
+                );
             }
         }
-        self.bus.emit(&session.span, RecordingFailed { room: session.room.clone(), error: error.to_string() });
+        self.bus.emit(
+            &session.span,
+            RecordingFailed {
+                room: session.room.clone(),
+                error: error.to_string(),
+            },
+        );
     }
 }
 
