@@ -1,7 +1,9 @@
 //! Opus packets from RTP into an Ogg Opus stream (RFC 7845), untranscoded. The `ogg` crate lays
 //! out the pages; this module decides what goes on them: the two header packets, packets in
 //! sequence order, and granule positions taken from the RTP timestamps (48 kHz for Opus), so a
-//! gap in the stream (DTX, a paused or muted microphone) stays elapsed time in the file.
+//! gap in the stream (DTX, a paused or muted microphone, lost packets) stays elapsed time in the
+//! file: the granule position jumps, and empty Opus frames fill the gap so that decoders, which
+//! count decoded samples, play it as silence of the same length.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -222,16 +224,40 @@ impl OggOpusStream {
         };
         let samples = opus_samples(&payload).map_or(0, u64::from);
         let origin = *self.origin.get_or_insert(timestamp);
-        // Granule = elapsed samples by the RTP clock, so a gap is kept as time; never backwards,
-        // and a clock restart continues from the previous packet.
+        // Where the packet starts by the RTP clock; never backwards, and a clock restart
+        // continues from the previous packet.
         let start = u64::try_from(timestamp - origin).ok().filter(|&start| {
             start >= self.granule && (start - self.granule) as i64 <= MAX_GAP_SAMPLES
         });
         let start = start.unwrap_or(self.granule);
-        self.granule = start + samples;
+        self.fill_gap(start, payload.first().copied().unwrap_or(31 << 3))?;
         self.written = Some(sequence);
+        let last = finishing && self.held.is_empty();
+        self.write(payload, start + samples, last)
+    }
+
+    /// Keeps a gap (DTX, lost packets, a muted sender) as elapsed time: empty Opus frames (a
+    /// TOC byte alone, RFC 6716 §3.2.1, which decoders play as concealment fading to silence)
+    /// up to `start`, so that granule positions and the samples decoders produce agree.
+    fn fill_gap(&mut self, start: u64, toc: u8) -> io::Result<()> {
+        // Frames like the next packet's (same mode and size), code 0: one frame, no data; what
+        // is left over, in 2.5 ms CELT frames.
+        for toc in [toc & !3, 28 << 3] {
+            let Some(frame) = opus_samples(&[toc]).map(u64::from) else {
+                continue;
+            };
+            while start - self.granule >= frame {
+                let granule = self.granule + frame;
+                self.write(vec![toc], granule, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, packet: Vec<u8>, granule: u64, last: bool) -> io::Result<()> {
+        self.granule = granule;
         self.on_page += 1;
-        let end = if finishing && self.held.is_empty() {
+        let end = if last {
             PacketWriteEndInfo::EndStream
         } else if self.on_page >= PACKETS_PER_PAGE {
             PacketWriteEndInfo::EndPage
@@ -241,8 +267,7 @@ impl OggOpusStream {
         if end != PacketWriteEndInfo::NormalPacket {
             self.on_page = 0;
         }
-        self.pages
-            .write_packet(payload, self.serial, end, self.granule)
+        self.pages.write_packet(packet, self.serial, end, granule)
     }
 
     /// Granule position after the last packet written (48 kHz samples since the first packet).
@@ -336,12 +361,23 @@ mod tests {
         assert_eq!(s.discarded, 1);
         assert_eq!(s.granule(), 13 * 960 + 48_000);
         let packets = read_back(s.take_pages());
-        let audio: Vec<u8> = packets[2..].iter().map(|p| p.0[1]).collect();
+        let audio: Vec<u8> = packets[2..]
+            .iter()
+            .filter(|p| p.0.len() > 1)
+            .map(|p| p.0[1])
+            .collect();
         assert_eq!(
             audio,
             (0..13).collect::<Vec<u8>>(),
             "sequence order restored"
         );
+        let fillers: Vec<&Vec<u8>> = packets[2..]
+            .iter()
+            .map(|p| &p.0)
+            .filter(|p| p.len() == 1)
+            .collect();
+        assert_eq!(fillers.len(), 50, "1 s of 20 ms empty frames fill the gap");
+        assert!(fillers.iter().all(|p| p[0] == 31 << 3));
         let last = packets.last().unwrap();
         assert!(last.2, "end of stream flagged");
         assert_eq!(last.1, 13 * 960 + 48_000);
