@@ -323,6 +323,21 @@ def capacity():
                  unit="s", min=0)
     b.timeseries("Worker request latency, mean", "Mean health probe duration per worker.",
                  [target(mean(wreq, "worker"), "worker {{worker}}")], unit="s", min=0)
+
+    b.row("Recording")
+    b.timeseries("Recordings", "Recording files being written (one per recorded microphone; "
+                 "README, \"Recording\") and the disk throughput they take.",
+                 [target(f"sum by (instance) (mediasoup_server_recordings_active{sel()})",
+                         "files {{instance}}"),
+                  target(rate("mediasoup_server_recording_bytes_total", by="instance"),
+                         "bytes/s {{instance}}")], min=0)
+    b.timeseries("Recording errors and drops", "Rooms whose recording stopped on a write "
+                 "error, and audio packets left out because the disk fell behind (alert "
+                 "MediasoupRecordingFailing). Calls are unaffected by either.",
+                 [target(rate("mediasoup_server_recording_write_errors_total", by="instance",
+                              fn="increase"), "rooms stopped {{instance}}"),
+                  target(rate("mediasoup_server_recording_packets_dropped_total", by="instance",
+                              fn="increase"), "packets dropped {{instance}}")], min=0)
     return b
 
 

@@ -18,7 +18,7 @@ BIN=${MEDIASOUP_SERVER_BIN:-$ROOT/target/release/mediasoup-server}
 DIST=$ROOT/packaging/.work/dist
 ALERTS=(MediasoupServerDown MediasoupServerNotReady MediasoupWorkerDied MediasoupJoinsFailing
         MediasoupNoInboundMedia MediasoupPoorMediaQuality MediasoupWorkerSaturated
-        MediasoupServerRestartLoop)
+        MediasoupServerRestartLoop MediasoupRecordingFailing)
 # README ("systemd unit and watchdog") promises this rating; a unit change that raises it
 # must update the README too.
 MAX_EXPOSURE=1.1

@@ -23,6 +23,7 @@ use crate::bus::{
 use crate::config::Config;
 use crate::health::Health;
 use crate::http::{self, Body};
+use crate::recording::Recorder;
 use crate::rooms::{stats, Rooms, TransportSettings};
 use crate::selftest::{self, SelfTest};
 use crate::shutdown::{self, Shutdown};
@@ -53,6 +54,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Workers(#[from] SpawnError),
+    #[error("cannot start the recording writer thread: {0}")]
+    Recorder(#[source] io::Error),
 }
 
 /// Accept queue of the metrics listener (one Prometheus).
@@ -159,11 +162,18 @@ pub async fn run_until(
     let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
 
     let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
+    let recorder = match config.recording.clone() {
+        Some(recording) => {
+            Some(Recorder::start(recording, bus.clone()).map_err(ServerError::Recorder)?)
+        }
+        None => None,
+    };
     let rooms = Arc::new(Rooms::new(
         workers.clone(),
         bus.clone(),
         config.limits.clone(),
         TransportSettings::from_config(&config),
+        recorder.clone(),
     ));
     let signaling = Arc::new(Signaling::new(rooms.clone(), config.limits.clone()));
     let connections = signaling.connections();
@@ -222,6 +232,13 @@ pub async fn run_until(
     let exits = workers.exits();
     drop(rooms);
     drop(workers);
+    // The rooms closed their recordings: their last pages are written before the process ends.
+    if let Some(recorder) = recorder {
+        let flushed = tokio::task::spawn_blocking(move || recorder.flush(DRAIN_TIMEOUT)).await;
+        if !matches!(flushed, Ok(true)) {
+            warn!("recordings were not all written out within {DRAIN_TIMEOUT:?}");
+        }
+    }
     let ended = exits.wait(DRAIN_TIMEOUT).await;
     if ended < workers_configured {
         warn!(

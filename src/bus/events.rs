@@ -345,6 +345,43 @@ pub struct StatsPolled {
     pub duration: Duration,
 }
 
+/// A file of the per-speaker recording was opened (headers written).
+#[derive(Debug, Clone)]
+pub struct RecordingStarted {
+    pub room: RoomName,
+    pub user_id: Arc<str>,
+    pub producer: ProducerId,
+    /// Its name in the session directory.
+    pub file: String,
+}
+
+/// A recording file was finished: its producer closed or was replaced, the room closed, or the
+/// room's recording stopped on a write error.
+#[derive(Debug, Clone)]
+pub struct RecordingStopped {
+    pub room: RoomName,
+    pub producer: ProducerId,
+    pub file: String,
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+/// A room's recording stopped on an error (a write error, a full disk); its media go on.
+#[derive(Debug, Clone)]
+pub struct RecordingFailed {
+    pub room: RoomName,
+    pub error: String,
+}
+
+/// The recording writer's output since its previous report (about once a second while busy).
+#[derive(Debug, Clone)]
+pub struct RecordingProgress {
+    /// Bytes appended to recording files.
+    pub bytes: u64,
+    /// Packets dropped because the writer was behind.
+    pub dropped: u64,
+}
+
 /// Workers up and listeners bound: the server takes traffic.
 #[derive(Debug, Clone)]
 pub struct ServerReady {
@@ -414,6 +451,10 @@ events!(
     StatsPolled,
     Refused,
     WorkerLogSuppressed,
+    RecordingStarted,
+    RecordingStopped,
+    RecordingFailed,
+    RecordingProgress,
     ServerReady,
     ServerStopping,
     ServerStopped,

@@ -12,7 +12,9 @@ use std::time::Duration;
 use mediasoup::worker::{WorkerLogLevel, WorkerLogTag};
 use serde::Deserialize;
 
+mod recording;
 mod security;
+pub use recording::{Recording, RoomPattern};
 pub use security::{Access, IpNet, Limits, Secret};
 
 /// Settings the server runs with, validated.
@@ -35,6 +37,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub access: Access,
     pub limits: Limits,
+    /// Per-speaker recording, `None` unless turned on (README, "Recording").
+    pub recording: Option<Recording>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +98,9 @@ struct RawConfig {
     max_app_data_bytes: Option<String>,
     ping_interval_secs: Option<String>,
     peer_timeout_secs: Option<String>,
+    recordings_dir: Option<String>,
+    record_rooms: Option<String>,
+    record_exclude_users: Option<String>,
 }
 
 const PREFIX: &str = "MEDIASOUP_";
@@ -139,6 +146,7 @@ impl Config {
 
         let access = security::access(&mut raw)?;
         let limits = security::limits(&mut raw)?;
+        let recording = recording::recording(&mut raw)?;
         let rtc_min_port = parse(
             "RTC_MIN_PORT",
             raw.rtc_min_port,
@@ -228,6 +236,7 @@ impl Config {
             log_format: parse_log_format(raw.log_format)?,
             access,
             limits,
+            recording,
         })
     }
 }

@@ -54,6 +54,9 @@ const EVERY_VARIABLE: &[(&str, &str)] = &[
     ("MEDIASOUP_MAX_APP_DATA_BYTES", "1000"),
     ("MEDIASOUP_PING_INTERVAL_SECS", "2"),
     ("MEDIASOUP_PEER_TIMEOUT_SECS", "9"),
+    ("MEDIASOUP_RECORDINGS_DIR", "/srv/recordings"),
+    ("MEDIASOUP_RECORD_ROOMS", "table-1, campaign-*"),
+    ("MEDIASOUP_RECORD_EXCLUDE_USERS", "Xy12Ab34Cd56Ef78"),
 ];
 
 /// Variables that replace one of [`EVERY_VARIABLE`] (and cannot be set with it).
@@ -109,6 +112,11 @@ fn reads_every_variable() {
     assert_eq!(limits.max_app_data_bytes, 1000);
     assert_eq!(limits.ping_interval, Duration::from_secs(2));
     assert_eq!(limits.peer_timeout, Duration::from_secs(9));
+    let recording = config.recording.expect("recording on");
+    assert_eq!(recording.dir, std::path::Path::new("/srv/recordings"));
+    assert!(recording.records_room("table-1") && recording.records_room("campaign-7"));
+    assert!(!recording.records_room("table-2"));
+    assert!(recording.excludes("Xy12Ab34Cd56Ef78"));
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub use transport::TransportSettings;
 
 use crate::bus::{Bus, PeerId, RefusalReason, RoomName, RoomOpened, RouterClosed, RouterCreated};
 use crate::config::Limits;
+use crate::recording::Recorder;
 use crate::workers::{NoWorkerAlive, WorkerPool, REQUEST_DEADLINE};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,8 @@ pub struct Rooms {
     /// Its `max_rooms` and `max_peers_per_room` apply here.
     limits: Limits,
     pub transport_settings: TransportSettings,
+    /// Records the rooms configured for it; `None`: recording is off.
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// Held by the joiner opening a room: on drop (the room opened, opening failed, or the joiner
@@ -96,6 +99,7 @@ impl Rooms {
         bus: Bus,
         limits: Limits,
         transport_settings: TransportSettings,
+        recorder: Option<Arc<Recorder>>,
     ) -> Self {
         Rooms {
             rooms: Mutex::new(HashMap::new()),
@@ -103,6 +107,7 @@ impl Rooms {
             bus,
             limits,
             transport_settings,
+            recorder,
         }
     }
 
@@ -207,7 +212,18 @@ impl Rooms {
                 router: router.id(),
             },
         );
-        Ok(Room::new(name, router, placement, span, self.bus.clone()))
+        let recording = match &self.recorder {
+            Some(recorder) => recorder.open_room(&name, &router, &span).await,
+            None => None,
+        };
+        Ok(Room::new(
+            name,
+            router,
+            placement,
+            span,
+            self.bus.clone(),
+            recording,
+        ))
     }
 
     /// Takes `peer` out of its room and closes the room when it was the last one.

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::Span;
 
 use crate::bus::{Bus, Counted, LeaveReason, Object, PeerId, RoomClosed, RoomName};
+use crate::recording::RoomRecording;
 use crate::workers::Placement;
 
 /// What a room asks of a peer's connection.
@@ -170,12 +171,21 @@ pub struct Room {
     bus: Bus,
     /// The router's RTP capabilities as JSON, made on the first join and sent to every joiner.
     capabilities_json: OnceLock<Arc<RawValue>>,
+    /// Its audio producers are recorded (README, "Recording"); ends with the room.
+    recording: Option<RoomRecording>,
     /// Counts the room while it exists.
     _counted: Counted,
 }
 
 impl Room {
-    pub fn new(name: RoomName, router: Router, placement: Placement, span: Span, bus: Bus) -> Self {
+    pub fn new(
+        name: RoomName,
+        router: Router,
+        placement: Placement,
+        span: Span,
+        bus: Bus,
+        recording: Option<RoomRecording>,
+    ) -> Self {
         let worker = placement.worker().index;
         Room {
             _counted: bus.census().count(Object::Room { worker }),
@@ -186,6 +196,7 @@ impl Room {
             members: Mutex::new(HashMap::new()),
             bus,
             capabilities_json: OnceLock::new(),
+            recording,
         }
     }
 
@@ -316,6 +327,9 @@ impl Room {
                 .push((announcement.clone(), producer.downgrade()));
             Self::receiving_others(&members, peer)
         };
+        if let Some(recording) = &self.recording {
+            recording.start(&announcement.user_id, producer);
+        }
         for link in others {
             link.send(PeerCommand::NewProducer(announcement.clone()));
         }
@@ -331,6 +345,9 @@ impl Room {
             member.producers.retain(|(a, _)| a.producer != producer);
             Self::receiving_others(&members, peer)
         };
+        if let Some(recording) = &self.recording {
+            recording.stop(producer);
+        }
         for link in others {
             link.send(PeerCommand::ProducerClosed(producer));
         }

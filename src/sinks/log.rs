@@ -119,6 +119,19 @@ fn log(envelope: &Envelope) -> bool {
         Event::WorkerLogSuppressed(e) => {
             warn!(parent: span, lines = e.lines, "suppressed mediasoup worker log lines over the rate limit (their count is in mediasoup_server_worker_log_lines_suppressed_total)")
         }
+        Event::RecordingStarted(e) => {
+            info!(parent: span, room = %e.room, user_id = %e.user_id, producer = %e.producer, file = %e.file, "recording started")
+        }
+        Event::RecordingStopped(e) => {
+            info!(parent: span, room = %e.room, producer = %e.producer, file = %e.file, bytes = e.bytes, duration_ms = e.duration.as_millis() as u64, "recording stopped")
+        }
+        Event::RecordingFailed(e) => {
+            error!(parent: span, room = %e.room, error = %e.error, "recording of the room stopped (media unaffected)")
+        }
+        Event::RecordingProgress(e) if e.dropped > 0 => {
+            warn!(parent: span, bytes = e.bytes, dropped = e.dropped, "recording writer fell behind: packets dropped from recordings (media unaffected)")
+        }
+        Event::RecordingProgress(e) => trace!(parent: span, bytes = e.bytes, "recording written"),
         Event::ServerReady(e) => {
             info!(parent: span, listen = %e.listen, metrics = %e.metrics, workers = e.workers, announced = e.announced.as_deref(), "listening for signaling on {} (metrics on {})", e.listen, e.metrics);
             if !e.token_required {

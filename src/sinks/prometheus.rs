@@ -62,6 +62,10 @@ pub struct Metrics {
     dropped: IntCounterVec,
     refusals: IntCounterVec,
     worker_log_suppressed: IntCounter,
+    recordings_active: IntGauge,
+    recording_bytes: IntCounter,
+    recording_errors: IntCounter,
+    recording_dropped: IntCounter,
 }
 
 /// One worker's series, labelled once at start-up rather than on every event.
@@ -234,6 +238,22 @@ impl Metrics {
                 "worker_log_lines_suppressed_total",
                 "mediasoup worker log lines dropped by the log rate limit.",
             ),
+            recordings_active: d.gauge(
+                "recordings_active",
+                "Recording files being written now (one per recorded audio producer).",
+            ),
+            recording_bytes: d.counter(
+                "recording_bytes_total",
+                "Bytes written to recording files.",
+            ),
+            recording_errors: d.counter(
+                "recording_write_errors_total",
+                "Rooms whose recording stopped on an error (a write error, a full disk); media go on.",
+            ),
+            recording_dropped: d.counter(
+                "recording_packets_dropped_total",
+                "Audio packets left out of recordings because the writer fell behind.",
+            ),
             registry,
             bus,
             health,
@@ -405,6 +425,13 @@ impl Observer for Metrics {
             }
             Event::Refused(e) => self.refusals.with_label_values(&[e.reason.as_str()]).inc(),
             Event::WorkerLogSuppressed(e) => self.worker_log_suppressed.inc_by(e.lines),
+            Event::RecordingStarted(_) => self.recordings_active.inc(),
+            Event::RecordingStopped(_) => self.recordings_active.dec(),
+            Event::RecordingFailed(_) => self.recording_errors.inc(),
+            Event::RecordingProgress(e) => {
+                self.recording_bytes.inc_by(e.bytes);
+                self.recording_dropped.inc_by(e.dropped);
+            }
             _ => {}
         }
     }

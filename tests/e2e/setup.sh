@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end test needs; safe to run again (skips what is already there).
-#   apt: chromium (the browser under test), prometheus (for promtool), iproute2 (netns.sh,
-#        real-path: ip, ss), util-linux (unshare, nsenter), nftables (selftest: drops UDP inside
-#        the test's namespace), nginx + openssl (selftest: the README's wss:// proxy on a sub-path)
+#   apt: chromium (the browser under test), prometheus (for promtool), opus-tools (opusinfo and
+#        opusdec check recording.test.mjs's files), iproute2 (netns.sh, real-path: ip, ss),
+#        util-linux (unshare, nsenter), nftables (selftest, single-port: drops UDP inside the
+#        test's namespace), nginx + openssl (selftest: the README's wss:// proxy on a sub-path)
 #   npm: tests/e2e/package-lock.json (mediasoup-client, playwright-core, esbuild), and
 #        src/selftest/package-lock.json (the self-test page's bundle inputs, for its rebuild check)
 set -euo pipefail
@@ -10,6 +11,7 @@ set -euo pipefail
 e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 missing=()
+{ command -v opusinfo && command -v opusdec; } >/dev/null 2>&1 || missing+=(opus-tools) # recording.test.mjs
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 { command -v ip && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2) # netns.sh, real-path

@@ -306,6 +306,7 @@ async function stats() {
       kind: producer.kind,
       mediaTag,
       bytesSent: outbound.reduce((sum, s) => sum + (s.bytesSent ?? 0), 0),
+      packetsSent: outbound.reduce((sum, s) => sum + (s.packetsSent ?? 0), 0),
     });
   }
   // Everything the receiving PeerConnection got, with or without a consumer.
