@@ -1,7 +1,7 @@
 //! `mediasoup-server`: reads the configuration, sets up logging, runs the server.
 //! `mediasoup-server token <room>` prints the MediaSoupVTT URL of a room, token included.
 //! Exit codes: 0 after SIGINT/SIGTERM, 64 (EX_USAGE) for bad arguments, 78 (EX_CONFIG) for a
-//! bad configuration value, 1 otherwise.
+//! bad configuration value (or a media port in use, see `MEDIASOUP_RTC_PORT`), 1 otherwise.
 
 use std::process::ExitCode;
 
@@ -72,7 +72,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("mediasoup-server: {error}");
-                ExitCode::FAILURE
+                if error.is_configuration() {
+                    ExitCode::from(EXIT_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         }
     })
