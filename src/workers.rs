@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
-use mediasoup::worker::WorkerSettings;
+use mediasoup::worker::{CreateWebRtcServerError, WorkerSettings};
 use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tracing::Span;
