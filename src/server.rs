@@ -18,7 +18,8 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn, Span};
 
 use crate::bus::{
-    BusBuilder, MediaPorts, RefusalReason, ServerReady, ServerStopped, ServerStopping, WorkerLogSuppressed,
+    BusBuilder, MediaPorts, RefusalReason, ServerReady, ServerStopped, ServerStopping,
+    WorkerLogSuppressed,
 };
 use crate::config::Config;
 use crate::health::Health;

@@ -141,7 +141,9 @@ pub enum SpawnError {
         source: std::io::Error,
     },
     /// Not a configuration error: [`check_media_ports`] found the port free just before.
-    #[error("mediasoup worker {index} could not listen on media port {addr} (UDP and TCP): {source}")]
+    #[error(
+        "mediasoup worker {index} could not listen on media port {addr} (UDP and TCP): {source}"
+    )]
     WebRtcServer {
         index: usize,
         addr: SocketAddr,
@@ -168,9 +170,7 @@ pub fn check_media_ports(config: &Config) -> Result<(), MediaPortInUse> {
             return Ok(());
         };
         let addr = SocketAddr::new(config.rtc_listen_ip, port);
-        let in_use = |result: std::io::Result<()>| {
-            matches!(result, Err(error) if error.kind() == std::io::ErrorKind::AddrInUse)
-        };
+        let in_use = |result: std::io::Result<()>| matches!(result, Err(error) if error.kind() == std::io::ErrorKind::AddrInUse);
         let taken = if in_use(std::net::UdpSocket::bind(addr).map(drop)) {
             Some("udp")
         } else if in_use(std::net::TcpListener::bind(addr).map(drop)) {
@@ -192,7 +192,10 @@ pub fn check_media_ports(config: &Config) -> Result<(), MediaPortInUse> {
 
 /// One UDP and one TCP listener on `addr`, UDP first (the preferred candidates), announcing
 /// the configured address like the per-transport sockets of range mode.
-fn webrtc_server_options(addr: SocketAddr, announced_address: Option<String>) -> WebRtcServerOptions {
+fn webrtc_server_options(
+    addr: SocketAddr,
+    announced_address: Option<String>,
+) -> WebRtcServerOptions {
     let listen = |protocol| ListenInfo {
         protocol,
         ip: addr.ip(),

@@ -109,7 +109,7 @@ const PEERS_PER_ROOM: usize = 3;
 in_both_media_modes! {
     #[tokio::test]
     async fn gauges_are_exact_and_counters_complete_while_the_bus_drops(media) {
-        let notify = Notifications::bind("exact");
+        let notify = Notifications::bind(&format!("exact-{media:?}"));
         let notify_socket = notify.path.to_string_lossy().into_owned();
         let server = Server::start_in(media, &[
             ("MEDIASOUP_TEST_SINK_QUEUE", "8"),
@@ -218,55 +218,57 @@ fn router_requests(server: &Server) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn a_room_opening_on_a_hung_worker_holds_up_no_other_room() {
-    let server = Server::start(&[
-        ("MEDIASOUP_NUM_WORKERS", "2"),
-        ("RUST_LOG", "info,mediasoup::worker::channel=debug"),
-    ]);
-    // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): the next room goes to worker 0.
-    let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
-    a.ok("getRouterRtpCapabilities", json!({})).await;
-    let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
-    c1.ok("getRouterRtpCapabilities", json!({})).await;
-    let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
-    c2.ok("getRouterRtpCapabilities", json!({})).await;
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
-    assert_eq!(router_requests(&server), 2, "{:?}", server.log());
+in_both_media_modes! {
+    #[tokio::test]
+    async fn a_room_opening_on_a_hung_worker_holds_up_no_other_room(media) {
+        let server = Server::start_in(media, &[
+            ("MEDIASOUP_NUM_WORKERS", "2"),
+            ("RUST_LOG", "info,mediasoup::worker::channel=debug"),
+        ]);
+        // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): the next room goes to worker 0.
+        let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
+        a.ok("getRouterRtpCapabilities", json!({})).await;
+        let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
+        c1.ok("getRouterRtpCapabilities", json!({})).await;
+        let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
+        c2.ok("getRouterRtpCapabilities", json!({})).await;
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+        assert_eq!(router_requests(&server), 2, "{:?}", server.log());
 
-    let frozen = FrozenWorker::freeze(server.pid(), 0);
-    let mut opening = Client::connect(&server.url("/new"), "eeeeeeeeeeeeeeee").await;
-    wait_until("the new room's router request", DEADLINE, || {
-        router_requests(&server) == 3
-    });
-    // A second joiner of the room being opened waits for that room.
-    let mut waiting = Client::connect(&server.url("/new"), "ffffffffffffffff").await;
+        let frozen = FrozenWorker::freeze(server.pid(), 0);
+        let mut opening = Client::connect(&server.url("/new"), "eeeeeeeeeeeeeeee").await;
+        wait_until("the new room's router request", DEADLINE, || {
+            router_requests(&server) == 3
+        });
+        // A second joiner of the room being opened waits for that room.
+        let mut waiting = Client::connect(&server.url("/new"), "ffffffffffffffff").await;
 
-    // Meanwhile a join to a room on the other worker goes through at once.
-    let started = Instant::now();
-    let mut c3 = Client::connect(&server.url("/c"), "gggggggggggggggg").await;
-    c3.ok("getRouterRtpCapabilities", json!({})).await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "joining an open room took {took:?} while another room was being opened"
-    );
-    c1.ok("createWebRtcTransport", common::producing()).await;
+        // Meanwhile a join to a room on the other worker goes through at once.
+        let started = Instant::now();
+        let mut c3 = Client::connect(&server.url("/c"), "gggggggggggggggg").await;
+        c3.ok("getRouterRtpCapabilities", json!({})).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "joining an open room took {took:?} while another room was being opened"
+        );
+        c1.ok("createWebRtcTransport", common::producing()).await;
 
-    // The room on the hung worker is refused at its deadline...
-    let (code, reason) = opening.closed().await;
-    assert_eq!(code, 1011, "{reason}");
-    assert_eq!(
-        reason,
-        "worker 0 did not create the room's router within 10s: try again later"
-    );
-    // ...and the joiner that waited for it opens it again, on the worker that answers.
-    waiting
-        .ok("createWebRtcTransport", common::producing())
-        .await;
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
-    frozen.thaw();
+        // The room on the hung worker is refused at its deadline...
+        let (code, reason) = opening.closed().await;
+        assert_eq!(code, 1011, "{reason}");
+        assert_eq!(
+            reason,
+            "worker 0 did not create the room's router within 10s: try again later"
+        );
+        // ...and the joiner that waited for it opens it again, on the worker that answers.
+        waiting
+            .ok("createWebRtcTransport", common::producing())
+            .await;
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
+        frozen.thaw();
+    }
 }
 
 /// A produce request with fixed parameters: the same MID and SSRCs every time, as a client that

@@ -141,7 +141,11 @@ async fn join_with_tcp_tuples(server: &Server, room: &str, user: &str) -> TcpPee
     if let Some(first) = server.media_port {
         // Through the worker's WebRtcServer: its port (one of two workers at most), none of
         // the transport's own.
-        for candidate in transports.iter().flat_map(|t| t["iceCandidates"].as_array()).flatten() {
+        for candidate in transports
+            .iter()
+            .flat_map(|t| t["iceCandidates"].as_array())
+            .flatten()
+        {
             let port = candidate["port"].as_u64().expect("candidate port");
             assert!(
                 (u64::from(first)..=u64::from(first) + 1).contains(&port),

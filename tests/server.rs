@@ -228,7 +228,11 @@ fn bad_configuration_exits_78_naming_the_variable_and_value() {
             "\"xml\"",
         ),
         (&[("RUST_LOG", "info,[")], "RUST_LOG", "info,["),
-        (&[("MEDIASOUP_RTC_PORT", "0")], "MEDIASOUP_RTC_PORT", "\"0\""),
+        (
+            &[("MEDIASOUP_RTC_PORT", "0")],
+            "MEDIASOUP_RTC_PORT",
+            "\"0\"",
+        ),
         (
             &[("MEDIASOUP_RTC_PORT", "forty")],
             "MEDIASOUP_RTC_PORT",
@@ -598,14 +602,19 @@ async fn single_port_mode_shares_one_udp_and_one_tcp_port_per_worker() {
     let first = server.media_port.expect("single-port mode");
     let ports = [first, first + 1];
     let except = [server.addr.port(), server.metrics.port()];
-    let expected: Vec<(Ipv4Addr, u16)> = ports.iter().map(|p| (Ipv4Addr::UNSPECIFIED, *p)).collect();
+    let expected: Vec<(Ipv4Addr, u16)> =
+        ports.iter().map(|p| (Ipv4Addr::UNSPECIFIED, *p)).collect();
     let sockets = || {
         (
             media_sockets(server.pid(), "udp", &except),
             media_sockets(server.pid(), "tcp", &except),
         )
     };
-    assert_eq!(sockets(), (expected.clone(), expected.clone()), "before any peer");
+    assert_eq!(
+        sockets(),
+        (expected.clone(), expected.clone()),
+        "before any peer"
+    );
 
     // Rooms of two peers, spread over both workers; each transport on its worker's port.
     const ROOMS: usize = 6;
@@ -613,8 +622,12 @@ async fn single_port_mode_shares_one_udp_and_one_tcp_port_per_worker() {
     let mut used = std::collections::BTreeSet::new();
     for room in 0..ROOMS {
         for peer in 0..2 {
-            let (client, transports) =
-                join_keeping_transports(&server, &format!("/spread-{room}"), &format!("user-{room}-{peer}")).await;
+            let (client, transports) = join_keeping_transports(
+                &server,
+                &format!("/spread-{room}"),
+                &format!("user-{room}-{peer}"),
+            )
+            .await;
             for transport in &transports {
                 let candidates = udp_and_tcp_candidates(transport);
                 for candidate in candidates {
@@ -638,7 +651,11 @@ async fn single_port_mode_shares_one_udp_and_one_tcp_port_per_worker() {
             (ROOMS / 2) as f64,
         );
     }
-    assert_eq!(used, ports.into_iter().collect(), "both workers' ports in use");
+    assert_eq!(
+        used,
+        ports.into_iter().collect(),
+        "both workers' ports in use"
+    );
     server.wait_metric(
         "mediasoup_server_transports{direction=\"send\"}",
         (2 * ROOMS) as f64,
@@ -667,7 +684,11 @@ async fn single_port_mode_shares_one_udp_and_one_tcp_port_per_worker() {
             "{candidate}"
         );
     }
-    assert_eq!(sockets(), (expected.clone(), expected), "after a TCP-only transport");
+    assert_eq!(
+        sockets(),
+        (expected.clone(), expected),
+        "after a TCP-only transport"
+    );
 
     // Operators see the ports at info: per worker, and in the listening line.
     let log = server.log();
@@ -679,9 +700,13 @@ async fn single_port_mode_shares_one_udp_and_one_tcp_port_per_worker() {
             "{log:#?}"
         );
     }
-    let media = format!("media on ports {first}-{} udp+tcp, one per worker", first + 1);
+    let media = format!(
+        "media on ports {first}-{} udp+tcp, one per worker",
+        first + 1
+    );
     assert!(
-        log.iter().any(|l| l.contains("listening for signaling") && l.contains(&media)),
+        log.iter()
+            .any(|l| l.contains("listening for signaling") && l.contains(&media)),
         "{log:#?}"
     );
 }

@@ -13,7 +13,10 @@ fn defaults_without_variables() {
     assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
     assert_eq!(config.num_workers.get(), 1);
     assert_eq!(config.rtc_ports, 10000..=10100);
-    assert_eq!(config.rtc_port, None, "range mode unless MEDIASOUP_RTC_PORT is set");
+    assert_eq!(
+        config.rtc_port, None,
+        "range mode unless MEDIASOUP_RTC_PORT is set"
+    );
     assert_eq!(config.media_port(0), None);
     assert_eq!(config.announced_address, None);
     assert_eq!(config.log_format, LogFormat::Text);
@@ -224,9 +227,17 @@ fn checks_the_single_media_port() {
     .expect_err("worker 1 would need 65536");
     assert_eq!(error.variable, "MEDIASOUP_RTC_PORT");
     assert!(error.accepted.contains("from 1 to 65534"), "{error}");
-    assert!(error.accepted.contains("MEDIASOUP_NUM_WORKERS=2"), "{error}");
+    assert!(
+        error.accepted.contains("MEDIASOUP_NUM_WORKERS=2"),
+        "{error}"
+    );
 
-    for (port, workers) in [("10000", "1"), ("10100", "1"), ("10050", "1"), ("9999", "2")] {
+    for (port, workers) in [
+        ("10000", "1"),
+        ("10100", "1"),
+        ("10050", "1"),
+        ("9999", "2"),
+    ] {
         let error = config(&[
             ("MEDIASOUP_RTC_PORT", port),
             ("MEDIASOUP_NUM_WORKERS", workers),
@@ -243,7 +254,10 @@ fn checks_the_single_media_port() {
             ("MEDIASOUP_NUM_WORKERS", workers),
         ])
         .unwrap_or_else(|e| panic!("{port} with {workers} workers: {e}"));
-        assert_eq!(config.rtc_port.map(|p| p.to_string()).as_deref(), Some(port));
+        assert_eq!(
+            config.rtc_port.map(|p| p.to_string()).as_deref(),
+            Some(port)
+        );
     }
     // A moved range is the one checked.
     let moved = config(&[
@@ -251,5 +265,8 @@ fn checks_the_single_media_port() {
         ("MEDIASOUP_RTC_MIN_PORT", "20000"),
         ("MEDIASOUP_RTC_MAX_PORT", "20100"),
     ]);
-    assert_eq!(moved.expect("outside the moved range").rtc_port, Some(10050));
+    assert_eq!(
+        moved.expect("outside the moved range").rtc_port,
+        Some(10050)
+    );
 }
