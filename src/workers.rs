@@ -153,12 +153,20 @@ pub enum SpawnError {
 
 /// A single-port media port another process (or a second server) already holds.
 #[derive(Debug, thiserror::Error)]
-#[error("media port {port}/{protocol} on {ip} is in use: set MEDIASOUP_RTC_PORT to a port that is free (worker {worker} listens on MEDIASOUP_RTC_PORT + {worker}), or stop what holds it")]
+#[error("media port {port}/{protocol} on {ip} is in use: set MEDIASOUP_RTC_PORT to a free port{which}, or stop what holds it", which = worker_offset(*.worker))]
 pub struct MediaPortInUse {
     pub ip: IpAddr,
     pub port: u16,
     pub protocol: &'static str,
     pub worker: usize,
+}
+
+/// Says which worker's port it was, when not the first's.
+fn worker_offset(worker: usize) -> String {
+    match worker {
+        0 => String::new(),
+        _ => format!(" (worker {worker} listens on MEDIASOUP_RTC_PORT + {worker})"),
+    }
 }
 
 /// In single-port mode, binds each worker's UDP and TCP port for a moment, the way the worker

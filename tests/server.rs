@@ -327,6 +327,11 @@ fn a_taken_media_port_stops_start_up(workers: u16, held: u16, protocol: &str) {
         )),
         "{stderr}"
     );
+    let worker = held - first;
+    if worker > 0 {
+        let which = format!("worker {worker} listens on MEDIASOUP_RTC_PORT + {worker}");
+        assert!(lines[0].contains(&which), "{stderr}");
+    }
 }
 
 #[test]
