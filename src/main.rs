@@ -2,7 +2,8 @@
 //! `mediasoup-server token <room>` prints the MediaSoupVTT URL of a room, token included.
 //! `mediasoup-server healthcheck` exits 0 when the running server is ready (container checks).
 //! Exit codes: 0 after SIGINT/SIGTERM, 64 (EX_USAGE) for bad arguments, 78 (EX_CONFIG) for a
-//! bad configuration value, 1 otherwise (healthcheck: 1 when not ready).
+//! bad configuration value (or a media port in use, see `MEDIASOUP_RTC_PORT`), 1 otherwise
+//! (healthcheck: 1 when not ready).
 
 use std::process::ExitCode;
 
@@ -103,7 +104,11 @@ async fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("mediasoup-server: {error}");
-            ExitCode::FAILURE
+            if error.is_configuration() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

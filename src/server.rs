@@ -18,7 +18,8 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn, Span};
 
 use crate::bus::{
-    BusBuilder, RefusalReason, ServerReady, ServerStopped, ServerStopping, WorkerLogSuppressed,
+    BusBuilder, MediaPorts, RefusalReason, ServerReady, ServerStopped, ServerStopping,
+    WorkerLogSuppressed,
 };
 use crate::config::Config;
 use crate::health::Health;
@@ -31,7 +32,7 @@ use crate::signaling::admission::{Admission, ConnectionSlot};
 use crate::signaling::{self, room_name, Signaling, MAX_FRAME_BYTES};
 use crate::sinks;
 use crate::telemetry;
-use crate::workers::{SpawnError, WorkerPool};
+use crate::workers::{check_media_ports, MediaPortInUse, SpawnError, WorkerPool};
 
 /// Queue sizes of the sinks: generous, since a full queue loses events.
 const LOG_QUEUE: usize = 8192;
@@ -53,9 +54,19 @@ pub enum ServerError {
         source: io::Error,
     },
     #[error(transparent)]
+    MediaPortInUse(#[from] MediaPortInUse),
+    #[error(transparent)]
     Workers(#[from] SpawnError),
     #[error("cannot start the recording writer thread: {0}")]
     Recorder(#[source] io::Error),
+}
+
+impl ServerError {
+    /// The configuration must change before a restart can help (exit code 78, which the
+    /// systemd unit does not restart on).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, ServerError::MediaPortInUse(_))
+    }
 }
 
 /// Accept queue of the metrics listener (one Prometheus).
@@ -160,6 +171,7 @@ pub async fn run_until(
         .local_addr()
         .unwrap_or(config.listen_addr);
     let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
+    check_media_ports(&config)?;
 
     let workers = Arc::new(WorkerPool::spawn(&config, &bus, &health).await?);
     let recorder = match config.recording.clone() {
@@ -210,6 +222,7 @@ pub async fn run_until(
             workers: workers_configured,
             announced: config.announced_address.clone(),
             token_required: config.access.secret.is_some(),
+            media_ports: media_ports(&config),
         },
     );
 
@@ -252,6 +265,17 @@ pub async fn run_until(
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
     }
     Ok(())
+}
+
+fn media_ports(config: &Config) -> MediaPorts {
+    let last_worker = config.num_workers.get() - 1;
+    match (config.media_port(0), config.media_port(last_worker)) {
+        (Some(first), Some(last)) => MediaPorts::Single { first, last },
+        _ => MediaPorts::Range {
+            first: *config.rtc_ports.start(),
+            last: *config.rtc_ports.end(),
+        },
+    }
 }
 
 /// Reports the worker log lines the log rate limit dropped, every 10 s at most.

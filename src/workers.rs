@@ -6,12 +6,13 @@
 //! lifetime.
 
 use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
-use mediasoup::worker::WorkerSettings;
+use mediasoup::worker::{CreateWebRtcServerError, WorkerSettings};
 use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tracing::Span;
@@ -34,6 +35,10 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub struct PoolWorker {
     pub index: usize,
     pub worker: Worker,
+    /// Single-port mode: the worker's one UDP and TCP media port, shared by all its
+    /// transports. Held here, beside the worker, so that it lives as long as the worker and
+    /// every room (which holds its `PoolWorker` through its `Placement`); closed on drop.
+    pub webrtc_server: Option<WebRtcServer>,
     peers: AtomicUsize,
     rooms: AtomicUsize,
 }
@@ -129,10 +134,90 @@ impl WorkerExits {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not start mediasoup worker {index}: {source}")]
-pub struct SpawnError {
-    index: usize,
-    source: std::io::Error,
+pub enum SpawnError {
+    #[error("could not start mediasoup worker {index}: {source}")]
+    Worker {
+        index: usize,
+        source: std::io::Error,
+    },
+    /// Not a configuration error: [`check_media_ports`] found the port free just before.
+    #[error(
+        "mediasoup worker {index} could not listen on media port {addr} (UDP and TCP): {source}"
+    )]
+    WebRtcServer {
+        index: usize,
+        addr: SocketAddr,
+        source: CreateWebRtcServerError,
+    },
+}
+
+/// A single-port media port another process (or a second server) already holds.
+#[derive(Debug, thiserror::Error)]
+#[error("media port {port}/{protocol} on {ip} is in use: set MEDIASOUP_RTC_PORT to a free port{which}, or stop what holds it", which = worker_offset(*.worker))]
+pub struct MediaPortInUse {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub worker: usize,
+}
+
+/// Says which worker's port it was, when not the first's.
+fn worker_offset(worker: usize) -> String {
+    match worker {
+        0 => String::new(),
+        _ => format!(" (worker {worker} listens on MEDIASOUP_RTC_PORT + {worker})"),
+    }
+}
+
+/// In single-port mode, binds each worker's UDP and TCP port for a moment, the way the worker
+/// will, so that a taken one stops start-up with a clear message before any worker starts (the
+/// worker reports it only as text). Other bind errors are left to the worker to report.
+pub fn check_media_ports(config: &Config) -> Result<(), MediaPortInUse> {
+    for worker in 0..config.num_workers.get() {
+        let Some(port) = config.media_port(worker) else {
+            return Ok(());
+        };
+        let addr = SocketAddr::new(config.rtc_listen_ip, port);
+        let in_use = |result: std::io::Result<()>| matches!(result, Err(error) if error.kind() == std::io::ErrorKind::AddrInUse);
+        let taken = if in_use(std::net::UdpSocket::bind(addr).map(drop)) {
+            Some("udp")
+        } else if in_use(std::net::TcpListener::bind(addr).map(drop)) {
+            Some("tcp")
+        } else {
+            None
+        };
+        if let Some(protocol) = taken {
+            return Err(MediaPortInUse {
+                ip: config.rtc_listen_ip,
+                port,
+                protocol,
+                worker,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One UDP and one TCP listener on `addr`, UDP first (the preferred candidates), announcing
+/// the configured address like the per-transport sockets of range mode.
+fn webrtc_server_options(
+    addr: SocketAddr,
+    announced_address: Option<String>,
+) -> WebRtcServerOptions {
+    let listen = |protocol| ListenInfo {
+        protocol,
+        ip: addr.ip(),
+        announced_address: announced_address.clone(),
+        expose_internal_ip: false,
+        port: Some(addr.port()),
+        port_range: None,
+        flags: None,
+        send_buffer_size: None,
+        recv_buffer_size: None,
+    };
+    WebRtcServerOptions::new(
+        WebRtcServerListenInfos::new(listen(Protocol::Udp)).insert(listen(Protocol::Tcp)),
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +238,24 @@ impl WorkerPool {
             let worker = manager
                 .create_worker(settings)
                 .await
-                .map_err(|source| SpawnError { index, source })?;
+                .map_err(|source| SpawnError::Worker { index, source })?;
+            let media_port = config.media_port(index);
+            let webrtc_server = match media_port {
+                None => None,
+                Some(port) => {
+                    let addr = SocketAddr::new(config.rtc_listen_ip, port);
+                    let options = webrtc_server_options(addr, config.announced_address.clone());
+                    let server = worker
+                        .create_webrtc_server(options)
+                        .await
+                        .map_err(|source| SpawnError::WebRtcServer {
+                            index,
+                            addr,
+                            source,
+                        })?;
+                    Some(server)
+                }
+            };
             {
                 let bus_for_close = bus.clone();
                 let (bus, health) = (bus.clone(), health.clone());
@@ -183,11 +285,13 @@ impl WorkerPool {
                 WorkerSpawned {
                     worker: index,
                     id: worker.id(),
+                    media_port,
                 },
             );
             workers.push(Arc::new(PoolWorker {
                 index,
                 worker,
+                webrtc_server,
                 peers: AtomicUsize::new(0),
                 rooms: AtomicUsize::new(0),
             }));

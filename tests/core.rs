@@ -106,105 +106,107 @@ impl Gauges {
 const ROOMS: usize = 3;
 const PEERS_PER_ROOM: usize = 3;
 
-#[tokio::test]
-async fn gauges_are_exact_and_counters_complete_while_the_bus_drops() {
-    let notify = Notifications::bind("exact");
-    let notify_socket = notify.path.to_string_lossy().into_owned();
-    let server = Server::start(&[
-        ("MEDIASOUP_TEST_SINK_QUEUE", "8"),
-        ("MEDIASOUP_NUM_WORKERS", "2"),
-        ("MEDIASOUP_STATS_INTERVAL_SECS", "1"),
-        ("NOTIFY_SOCKET", &notify_socket),
-    ]);
+in_both_media_modes! {
+    #[tokio::test]
+    async fn gauges_are_exact_and_counters_complete_while_the_bus_drops(media) {
+        let notify = Notifications::bind(&format!("exact-{media:?}"));
+        let notify_socket = notify.path.to_string_lossy().into_owned();
+        let server = Server::start_in(media, &[
+            ("MEDIASOUP_TEST_SINK_QUEUE", "8"),
+            ("MEDIASOUP_NUM_WORKERS", "2"),
+            ("MEDIASOUP_STATS_INTERVAL_SECS", "1"),
+            ("NOTIFY_SOCKET", &notify_socket),
+        ]);
 
-    let mut rooms = Vec::new();
-    for room in 0..ROOMS {
-        let mut peers = Vec::new();
-        for peer in 0..PEERS_PER_ROOM {
-            let mut client = Client::connect(
-                &server.url(&format!("/exact-{room}")),
-                &format!("user-{room}-{peer}-padding"),
+        let mut rooms = Vec::new();
+        for room in 0..ROOMS {
+            let mut peers = Vec::new();
+            for peer in 0..PEERS_PER_ROOM {
+                let mut client = Client::connect(
+                    &server.url(&format!("/exact-{room}")),
+                    &format!("user-{room}-{peer}-padding"),
+                )
+                .await;
+                let joined = client.join().await;
+                let mut producers = Vec::new();
+                for (kind, tag) in [("audio", "mic"), ("video", "webcam")] {
+                    producers.push(client.produce(&joined.send, kind, tag).await);
+                }
+                peers.push((client, producers));
+            }
+            // Everyone consumes everyone else's producers.
+            for consumer in 0..PEERS_PER_ROOM {
+                for producer in 0..PEERS_PER_ROOM {
+                    if consumer == producer {
+                        continue;
+                    }
+                    for id in peers[producer].1.clone() {
+                        peers[consumer]
+                            .0
+                            .ok(
+                                "consume",
+                                json!({"producerId": id, "rtpCapabilities": client_rtp_capabilities()}),
+                            )
+                            .await;
+                    }
+                }
+            }
+            rooms.push(peers);
+        }
+
+        // Every object the server answered for is counted by then: no waiting for a queue.
+        let full = Gauges::expected(ROOMS, PEERS_PER_ROOM);
+        assert_eq!(Gauges::scrape(&server), full);
+
+        // Stats rounds of 45 objects, emitted in one burst each, overflow the 8-slot queues.
+        wait_until("the log sink to drop events", DEADLINE, || {
+            metric_value(
+                &server.scrape(),
+                "mediasoup_server_bus_events_dropped_total{sink=\"log\"}",
             )
-            .await;
-            let joined = client.join().await;
-            let mut producers = Vec::new();
-            for (kind, tag) in [("audio", "mic"), ("video", "webcam")] {
-                producers.push(client.produce(&joined.send, kind, tag).await);
-            }
-            peers.push((client, producers));
+            .is_some_and(|dropped| dropped > 0.0)
+        });
+        assert_eq!(Gauges::scrape(&server), full);
+        // The counters lost nothing either: every request is there.
+        let requests = |kind: &str| {
+            format!("mediasoup_server_signaling_requests_total{{type=\"{kind}\",outcome=\"ok\"}}")
+        };
+        let peers = ROOMS * PEERS_PER_ROOM;
+        server.wait_metric(&requests("createWebRtcTransport"), (2 * peers) as f64);
+        server.wait_metric(&requests("produce"), (2 * peers) as f64);
+        server.wait_metric(
+            &requests("consume"),
+            (2 * peers * (PEERS_PER_ROOM - 1)) as f64,
+        );
+        let status = format!("{ROOMS} rooms, {peers} peers, 2/2 workers alive");
+        wait_until(&format!("STATUS={status}"), DEADLINE, || {
+            notify.status().as_deref() == Some(status.as_str())
+        });
+
+        // One peer of each room leaves, then everyone.
+        for peers in &mut rooms {
+            let (client, _) = peers.pop().expect("a peer");
+            client.close().await;
         }
-        // Everyone consumes everyone else's producers.
-        for consumer in 0..PEERS_PER_ROOM {
-            for producer in 0..PEERS_PER_ROOM {
-                if consumer == producer {
-                    continue;
-                }
-                for id in peers[producer].1.clone() {
-                    peers[consumer]
-                        .0
-                        .ok(
-                            "consume",
-                            json!({"producerId": id, "rtpCapabilities": client_rtp_capabilities()}),
-                        )
-                        .await;
-                }
-            }
+        let fewer = Gauges::expected(ROOMS, PEERS_PER_ROOM - 1);
+        wait_until(
+            "the gauges to count the peers that stayed",
+            DEADLINE,
+            || Gauges::scrape(&server) == fewer,
+        );
+        for (client, _) in rooms.into_iter().flatten() {
+            client.close().await;
         }
-        rooms.push(peers);
+        wait_until("every gauge to return to 0", DEADLINE, || {
+            Gauges::scrape(&server) == Gauges::default()
+        });
+        wait_until("STATUS= with 0 rooms and 0 peers", DEADLINE, || {
+            notify.status().as_deref() == Some("0 rooms, 0 peers, 2/2 workers alive")
+        });
+        let dropped = server.metric("mediasoup_server_bus_events_dropped_total{sink=\"log\"}")
+            + server.metric("mediasoup_server_bus_events_dropped_total{sink=\"systemd\"}");
+        assert!(dropped > 0.0, "{dropped}");
     }
-
-    // Every object the server answered for is counted by then: no waiting for a queue.
-    let full = Gauges::expected(ROOMS, PEERS_PER_ROOM);
-    assert_eq!(Gauges::scrape(&server), full);
-
-    // Stats rounds of 45 objects, emitted in one burst each, overflow the 8-slot queues.
-    wait_until("the log sink to drop events", DEADLINE, || {
-        metric_value(
-            &server.scrape(),
-            "mediasoup_server_bus_events_dropped_total{sink=\"log\"}",
-        )
-        .is_some_and(|dropped| dropped > 0.0)
-    });
-    assert_eq!(Gauges::scrape(&server), full);
-    // The counters lost nothing either: every request is there.
-    let requests = |kind: &str| {
-        format!("mediasoup_server_signaling_requests_total{{type=\"{kind}\",outcome=\"ok\"}}")
-    };
-    let peers = ROOMS * PEERS_PER_ROOM;
-    server.wait_metric(&requests("createWebRtcTransport"), (2 * peers) as f64);
-    server.wait_metric(&requests("produce"), (2 * peers) as f64);
-    server.wait_metric(
-        &requests("consume"),
-        (2 * peers * (PEERS_PER_ROOM - 1)) as f64,
-    );
-    let status = format!("{ROOMS} rooms, {peers} peers, 2/2 workers alive");
-    wait_until(&format!("STATUS={status}"), DEADLINE, || {
-        notify.status().as_deref() == Some(status.as_str())
-    });
-
-    // One peer of each room leaves, then everyone.
-    for peers in &mut rooms {
-        let (client, _) = peers.pop().expect("a peer");
-        client.close().await;
-    }
-    let fewer = Gauges::expected(ROOMS, PEERS_PER_ROOM - 1);
-    wait_until(
-        "the gauges to count the peers that stayed",
-        DEADLINE,
-        || Gauges::scrape(&server) == fewer,
-    );
-    for (client, _) in rooms.into_iter().flatten() {
-        client.close().await;
-    }
-    wait_until("every gauge to return to 0", DEADLINE, || {
-        Gauges::scrape(&server) == Gauges::default()
-    });
-    wait_until("STATUS= with 0 rooms and 0 peers", DEADLINE, || {
-        notify.status().as_deref() == Some("0 rooms, 0 peers, 2/2 workers alive")
-    });
-    let dropped = server.metric("mediasoup_server_bus_events_dropped_total{sink=\"log\"}")
-        + server.metric("mediasoup_server_bus_events_dropped_total{sink=\"systemd\"}");
-    assert!(dropped > 0.0, "{dropped}");
 }
 
 /// How many routers the server has asked its workers for (mediasoup logs each request at debug).
@@ -216,55 +218,57 @@ fn router_requests(server: &Server) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn a_room_opening_on_a_hung_worker_holds_up_no_other_room() {
-    let server = Server::start(&[
-        ("MEDIASOUP_NUM_WORKERS", "2"),
-        ("RUST_LOG", "info,mediasoup::worker::channel=debug"),
-    ]);
-    // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): the next room goes to worker 0.
-    let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
-    a.ok("getRouterRtpCapabilities", json!({})).await;
-    let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
-    c1.ok("getRouterRtpCapabilities", json!({})).await;
-    let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
-    c2.ok("getRouterRtpCapabilities", json!({})).await;
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
-    assert_eq!(router_requests(&server), 2, "{:?}", server.log());
+in_both_media_modes! {
+    #[tokio::test]
+    async fn a_room_opening_on_a_hung_worker_holds_up_no_other_room(media) {
+        let server = Server::start_in(media, &[
+            ("MEDIASOUP_NUM_WORKERS", "2"),
+            ("RUST_LOG", "info,mediasoup::worker::channel=debug"),
+        ]);
+        // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): the next room goes to worker 0.
+        let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
+        a.ok("getRouterRtpCapabilities", json!({})).await;
+        let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
+        c1.ok("getRouterRtpCapabilities", json!({})).await;
+        let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
+        c2.ok("getRouterRtpCapabilities", json!({})).await;
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+        assert_eq!(router_requests(&server), 2, "{:?}", server.log());
 
-    let frozen = FrozenWorker::freeze(server.pid(), 0);
-    let mut opening = Client::connect(&server.url("/new"), "eeeeeeeeeeeeeeee").await;
-    wait_until("the new room's router request", DEADLINE, || {
-        router_requests(&server) == 3
-    });
-    // A second joiner of the room being opened waits for that room.
-    let mut waiting = Client::connect(&server.url("/new"), "ffffffffffffffff").await;
+        let frozen = FrozenWorker::freeze(server.pid(), 0);
+        let mut opening = Client::connect(&server.url("/new"), "eeeeeeeeeeeeeeee").await;
+        wait_until("the new room's router request", DEADLINE, || {
+            router_requests(&server) == 3
+        });
+        // A second joiner of the room being opened waits for that room.
+        let mut waiting = Client::connect(&server.url("/new"), "ffffffffffffffff").await;
 
-    // Meanwhile a join to a room on the other worker goes through at once.
-    let started = Instant::now();
-    let mut c3 = Client::connect(&server.url("/c"), "gggggggggggggggg").await;
-    c3.ok("getRouterRtpCapabilities", json!({})).await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "joining an open room took {took:?} while another room was being opened"
-    );
-    c1.ok("createWebRtcTransport", common::producing()).await;
+        // Meanwhile a join to a room on the other worker goes through at once.
+        let started = Instant::now();
+        let mut c3 = Client::connect(&server.url("/c"), "gggggggggggggggg").await;
+        c3.ok("getRouterRtpCapabilities", json!({})).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "joining an open room took {took:?} while another room was being opened"
+        );
+        c1.ok("createWebRtcTransport", common::producing()).await;
 
-    // The room on the hung worker is refused at its deadline...
-    let (code, reason) = opening.closed().await;
-    assert_eq!(code, 1011, "{reason}");
-    assert_eq!(
-        reason,
-        "worker 0 did not create the room's router within 10s: try again later"
-    );
-    // ...and the joiner that waited for it opens it again, on the worker that answers.
-    waiting
-        .ok("createWebRtcTransport", common::producing())
-        .await;
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
-    frozen.thaw();
+        // The room on the hung worker is refused at its deadline...
+        let (code, reason) = opening.closed().await;
+        assert_eq!(code, 1011, "{reason}");
+        assert_eq!(
+            reason,
+            "worker 0 did not create the room's router within 10s: try again later"
+        );
+        // ...and the joiner that waited for it opens it again, on the worker that answers.
+        waiting
+            .ok("createWebRtcTransport", common::producing())
+            .await;
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
+        frozen.thaw();
+    }
 }
 
 /// A produce request with fixed parameters: the same MID and SSRCs every time, as a client that

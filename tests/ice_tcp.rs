@@ -7,7 +7,9 @@
 //! connection to the transport's TCP candidate carrying a valid STUN Binding Request (RFC 4571
 //! framing, the transport's ICE credentials, USE-CANDIDATE), so the worker holds a selected
 //! ICE-TCP tuple. Then the peer leaves in each way a peer can, with tuples on both of its
-//! transports, and the server must keep serving.
+//! transports, and the server must keep serving. Each test runs in both media modes: with a port
+//! per transport, and through the worker's WebRtcServer (`MEDIASOUP_RTC_PORT`), whose TCP
+//! connections the worker hands from the server to the transport and back (`RemoveTuple`).
 
 mod common;
 
@@ -136,6 +138,21 @@ async fn join_with_tcp_tuples(server: &Server, room: &str, user: &str) -> TcpPee
                             "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}});
         transports.push(client.ok("createWebRtcTransport", fields).await);
     }
+    if let Some(first) = server.media_port {
+        // Through the worker's WebRtcServer: its port (one of two workers at most), none of
+        // the transport's own.
+        for candidate in transports
+            .iter()
+            .flat_map(|t| t["iceCandidates"].as_array())
+            .flatten()
+        {
+            let port = candidate["port"].as_u64().expect("candidate port");
+            assert!(
+                (u64::from(first)..=u64::from(first) + 1).contains(&port),
+                "{candidate}"
+            );
+        }
+    }
     let send = transports[0]["id"]
         .as_str()
         .expect("transport id")
@@ -170,98 +187,112 @@ async fn room_of_two(server: &Server, room: &str) -> (TcpPeer, TcpPeer) {
     (leaver, stayer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leaving_with_a_close_frame() {
-    let server = Server::start(&[]);
-    let (leaver, mut stayer) = room_of_two(&server, "/close-frame").await;
-    leaver.client.close().await;
-    stayer.client.notification_of("producerClosed").await;
-    assert_still_serving(&server, 1.0).await;
-    drop(stayer);
-    assert_still_serving(&server, 0.0).await;
-    assert_eq!(
-        server.metric(r#"mediasoup_server_transports{direction="send"}"#),
-        0.0
-    );
-    assert_eq!(
-        server.metric(r#"mediasoup_server_transports{direction="recv"}"#),
-        0.0
-    );
+in_both_media_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leaving_with_a_close_frame(media) {
+        let server = Server::start_in(media, &[]);
+        let (leaver, mut stayer) = room_of_two(&server, "/close-frame").await;
+        leaver.client.close().await;
+        stayer.client.notification_of("producerClosed").await;
+        assert_still_serving(&server, 1.0).await;
+        drop(stayer);
+        assert_still_serving(&server, 0.0).await;
+        assert_eq!(
+            server.metric(r#"mediasoup_server_transports{direction="send"}"#),
+            0.0
+        );
+        assert_eq!(
+            server.metric(r#"mediasoup_server_transports{direction="recv"}"#),
+            0.0
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leaving_by_dropping_the_socket() {
-    let server = Server::start(&[]);
-    let (leaver, mut stayer) = room_of_two(&server, "/dropped").await;
-    // No close frame: the TCP connection just ends, as when a proxy restarts.
-    drop(leaver.client);
-    stayer.client.notification_of("producerClosed").await;
-    assert_still_serving(&server, 1.0).await;
-    // The leaver's ICE-TCP connections are still open on our side; closing them now is harmless.
-    drop(leaver._tuples);
-    assert_still_serving(&server, 1.0).await;
+in_both_media_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leaving_by_dropping_the_socket(media) {
+        let server = Server::start_in(media, &[]);
+        let (leaver, mut stayer) = room_of_two(&server, "/dropped").await;
+        // No close frame: the TCP connection just ends, as when a proxy restarts.
+        drop(leaver.client);
+        stayer.client.notification_of("producerClosed").await;
+        assert_still_serving(&server, 1.0).await;
+        // The leaver's ICE-TCP connections are still open on our side; closing them now is
+        // harmless.
+        drop(leaver._tuples);
+        assert_still_serving(&server, 1.0).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leaving_by_connecting_again_as_the_same_user() {
-    let server = Server::start(&[]);
-    let (leaver, mut stayer) = room_of_two(&server, "/reload").await;
-    let again = join_with_tcp_tuples(&server, "/reload", "leaver").await;
-    stayer.client.notification_of("producerClosed").await;
-    assert_still_serving(&server, 2.0).await;
-    drop((leaver, again));
-    assert_still_serving(&server, 1.0).await;
+in_both_media_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leaving_by_connecting_again_as_the_same_user(media) {
+        let server = Server::start_in(media, &[]);
+        let (leaver, mut stayer) = room_of_two(&server, "/reload").await;
+        let again = join_with_tcp_tuples(&server, "/reload", "leaver").await;
+        stayer.client.notification_of("producerClosed").await;
+        assert_still_serving(&server, 2.0).await;
+        drop((leaver, again));
+        assert_still_serving(&server, 1.0).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ice_tcp_connections_that_end_first_change_nothing() {
-    let server = Server::start(&[]);
-    let (leaver, stayer) = room_of_two(&server, "/tcp-first").await;
-    let TcpPeer { client, _tuples } = leaver;
-    drop(_tuples);
-    assert_still_serving(&server, 2.0).await;
-    client.close().await;
-    assert_still_serving(&server, 1.0).await;
-    drop(stayer);
+in_both_media_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ice_tcp_connections_that_end_first_change_nothing(media) {
+        let server = Server::start_in(media, &[]);
+        let (leaver, stayer) = room_of_two(&server, "/tcp-first").await;
+        let TcpPeer { client, _tuples } = leaver;
+        drop(_tuples);
+        assert_still_serving(&server, 2.0).await;
+        client.close().await;
+        assert_still_serving(&server, 1.0).await;
+        drop(stayer);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutting_down_with_ice_tcp_tuples_open() {
-    let server = Server::start(&[]);
-    let peers = room_of_two(&server, "/shutdown").await;
-    let status = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .expect("terminate");
-    assert_eq!(status.code(), Some(0), "exit status {status:?}");
-    assert_eq!(status.signal(), None);
-    drop(peers);
+in_both_media_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutting_down_with_ice_tcp_tuples_open(media) {
+        let server = Server::start_in(media, &[]);
+        let peers = room_of_two(&server, "/shutdown").await;
+        let status = tokio::task::spawn_blocking(move || server.terminate())
+            .await
+            .expect("terminate");
+        assert_eq!(status.code(), Some(0), "exit status {status:?}");
+        assert_eq!(status.signal(), None);
+        drop(peers);
+    }
 }
 
-/// Twenty departures in a row on two workers, each while its ICE-TCP connections stay open.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_departures_in_a_row() {
-    let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
-    let mut open_tuples = Vec::new();
-    for round in 0..20 {
-        let room = format!("/round-{}", round % 4);
-        let TcpPeer { client, _tuples } =
-            join_with_tcp_tuples(&server, &room, &format!("user-{round}")).await;
-        match round % 2 {
-            0 => client.close().await,
-            _ => drop(client),
+in_both_media_modes! {
+    /// Twenty departures in a row on two workers, each while its ICE-TCP connections stay open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_departures_in_a_row(media) {
+        let server = Server::start_in(media, &[("MEDIASOUP_NUM_WORKERS", "2")]);
+        let mut open_tuples = Vec::new();
+        for round in 0..20 {
+            let room = format!("/round-{}", round % 4);
+            let TcpPeer { client, _tuples } =
+                join_with_tcp_tuples(&server, &room, &format!("user-{round}")).await;
+            match round % 2 {
+                0 => client.close().await,
+                _ => drop(client),
+            }
+            server.wait_metric("mediasoup_server_peers", 0.0);
+            // Closed by the test only at the end: the transports must go while they are open.
+            open_tuples.push(_tuples);
         }
-        server.wait_metric("mediasoup_server_peers", 0.0);
-        // Closed by the test only at the end: the transports must go while they are open.
-        open_tuples.push(_tuples);
+        // Every worker answers a health probe sent after the last departure, so it has handled
+        // the transports' closing by now.
+        for worker in ["0", "1"] {
+            let probes = format!(
+                r#"mediasoup_server_worker_probe_duration_seconds_count{{worker="{worker}"}}"#
+            );
+            let seen = server.metric(&probes);
+            server.wait_metric_at_least(&probes, seen + 1.0);
+        }
+        assert_still_serving(&server, 0.0).await;
+        drop(open_tuples);
     }
-    // Every worker answers a health probe sent after the last departure, so it has handled
-    // the transports' closing by now.
-    for worker in ["0", "1"] {
-        let probes =
-            format!(r#"mediasoup_server_worker_probe_duration_seconds_count{{worker="{worker}"}}"#);
-        let seen = server.metric(&probes);
-        server.wait_metric_at_least(&probes, seen + 1.0);
-    }
-    assert_still_serving(&server, 0.0).await;
-    drop(open_tuples);
 }

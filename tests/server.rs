@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    http_get, producing, udp_and_tcp_candidates, wait_until, Client, FrozenWorker, Server, BIN,
-    DEADLINE,
+    http_get, producing, udp_and_tcp_candidates, wait_until, Client, FrozenWorker, Media, Server,
+    BIN, DEADLINE,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -230,6 +230,45 @@ fn bad_configuration_exits_78_naming_the_variable_and_value() {
             "\"xml\"",
         ),
         (&[("RUST_LOG", "info,[")], "RUST_LOG", "info,["),
+        (
+            &[("MEDIASOUP_RTC_PORT", "0")],
+            "MEDIASOUP_RTC_PORT",
+            "\"0\"",
+        ),
+        (
+            &[("MEDIASOUP_RTC_PORT", "forty")],
+            "MEDIASOUP_RTC_PORT",
+            "\"forty\"",
+        ),
+        (
+            &[("MEDIASOUP_RTC_PORT", "70000")],
+            "MEDIASOUP_RTC_PORT",
+            "\"70000\"",
+        ),
+        (
+            &[
+                ("MEDIASOUP_RTC_PORT", "65535"),
+                ("MEDIASOUP_NUM_WORKERS", "2"),
+            ],
+            "MEDIASOUP_RTC_PORT",
+            "above 65535",
+        ),
+        // Inside the default range, and (with two workers) its second port inside a moved one.
+        (
+            &[("MEDIASOUP_RTC_PORT", "10050")],
+            "MEDIASOUP_RTC_PORT",
+            "pick a port outside it or move the range",
+        ),
+        (
+            &[
+                ("MEDIASOUP_RTC_PORT", "39999"),
+                ("MEDIASOUP_NUM_WORKERS", "2"),
+                ("MEDIASOUP_RTC_MIN_PORT", "40000"),
+                ("MEDIASOUP_RTC_MAX_PORT", "40100"),
+            ],
+            "MEDIASOUP_RTC_PORT",
+            "ports 39999-40000 (one per worker) are inside it",
+        ),
     ];
     for (env, variable, value) in cases {
         let (code, stderr) = run_with(env);
@@ -263,6 +302,53 @@ fn a_taken_address_is_a_clear_error_naming_the_variable() {
         )),
         "{stderr}"
     );
+}
+
+/// Single-port mode with `held` bound by someone else: start-up stops before any worker starts,
+/// with exit code 78 and a line naming the port, the protocol and the variable.
+fn a_taken_media_port_stops_start_up(workers: u16, held: u16, protocol: &str) {
+    let first = held + 1 - workers;
+    let (code, stderr) = run_with(&[
+        ("MEDIASOUP_RTC_PORT", &first.to_string()),
+        ("MEDIASOUP_NUM_WORKERS", &workers.to_string()),
+        (
+            "MEDIASOUP_LISTEN_ADDR",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "MEDIASOUP_METRICS_ADDR",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ),
+    ]);
+    assert_eq!(code, Some(78), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains(&format!(
+            "media port {held}/{protocol} on 0.0.0.0 is in use: set MEDIASOUP_RTC_PORT"
+        )),
+        "{stderr}"
+    );
+    let worker = held - first;
+    if worker > 0 {
+        let which = format!("worker {worker} listens on MEDIASOUP_RTC_PORT + {worker}");
+        assert!(lines[0].contains(&which), "{stderr}");
+    }
+}
+
+#[test]
+fn a_taken_media_udp_port_is_a_configuration_error() {
+    let port = common::free_media_ports(1);
+    let _held = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("hold the UDP port");
+    a_taken_media_port_stops_start_up(1, port, "udp");
+}
+
+#[test]
+fn a_taken_media_tcp_port_is_a_configuration_error() {
+    // Worker 1's port, so that the check covers every worker's.
+    let first = common::free_media_ports(2);
+    let _held = TcpListener::bind(("0.0.0.0", first + 1)).expect("hold the TCP port");
+    a_taken_media_port_stops_start_up(2, first + 1, "tcp");
 }
 
 /// A private working directory holding `.env` with `contents`; removed on drop.
@@ -482,6 +568,156 @@ fn socket_inodes(pid: i32) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// The IPv4 sockets of process `pid` for media: every UDP one, and the listening TCP ones
+/// other than `except` (signaling, metrics); sorted (address, port) pairs.
+fn media_sockets(pid: i32, protocol: &str, except: &[u16]) -> Vec<(Ipv4Addr, u16)> {
+    const TCP_LISTEN: &str = "0A";
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/{protocol}")).unwrap();
+    let owned = socket_inodes(pid);
+    let mut sockets: Vec<(Ipv4Addr, u16)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let endpoint = parse_endpoint(fields.get(1)?)?;
+            let state = *fields.get(3)?;
+            let inode: u64 = fields.get(9)?.parse().ok()?;
+            let media = protocol == "udp" || (state == TCP_LISTEN && !except.contains(&endpoint.1));
+            (media && owned.contains(&inode)).then_some(endpoint)
+        })
+        .collect();
+    sockets.sort_unstable();
+    sockets
+}
+
+/// Joins `user` to `room` like the module, but keeping both transports' answers.
+async fn join_keeping_transports(server: &Server, room: &str, user: &str) -> (Client, [Value; 2]) {
+    let mut client = Client::connect(&server.url(room), user).await;
+    client.ok("getRouterRtpCapabilities", json!({})).await;
+    let mut transports = Vec::new();
+    for (producing, consuming) in [(true, false), (false, true)] {
+        let fields = json!({"forceTcp": false, "producing": producing, "consuming": consuming});
+        transports.push(client.ok("createWebRtcTransport", fields).await);
+    }
+    let transports = transports.try_into().expect("two transports");
+    (client, transports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_port_mode_shares_one_udp_and_one_tcp_port_per_worker() {
+    let server = Server::start_in(Media::SinglePort, &[("MEDIASOUP_NUM_WORKERS", "2")]);
+    let first = server.media_port.expect("single-port mode");
+    let ports = [first, first + 1];
+    let except = [server.addr.port(), server.metrics.port()];
+    let expected: Vec<(Ipv4Addr, u16)> =
+        ports.iter().map(|p| (Ipv4Addr::UNSPECIFIED, *p)).collect();
+    let sockets = || {
+        (
+            media_sockets(server.pid(), "udp", &except),
+            media_sockets(server.pid(), "tcp", &except),
+        )
+    };
+    assert_eq!(
+        sockets(),
+        (expected.clone(), expected.clone()),
+        "before any peer"
+    );
+
+    // Rooms of two peers, spread over both workers; each transport on its worker's port.
+    const ROOMS: usize = 6;
+    let mut clients = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for room in 0..ROOMS {
+        for peer in 0..2 {
+            let (client, transports) = join_keeping_transports(
+                &server,
+                &format!("/spread-{room}"),
+                &format!("user-{room}-{peer}"),
+            )
+            .await;
+            for transport in &transports {
+                let candidates = udp_and_tcp_candidates(transport);
+                for candidate in candidates {
+                    let port = candidate["port"].as_u64().unwrap() as u16;
+                    assert!(ports.contains(&port), "{candidate}");
+                    used.insert(port);
+                }
+                // A transport lives on its room's worker: all its candidates carry that port.
+                let room_ports: std::collections::BTreeSet<u64> = candidates
+                    .iter()
+                    .filter_map(|c| c["port"].as_u64())
+                    .collect();
+                assert_eq!(room_ports.len(), 1, "{transport}");
+            }
+            clients.push(client);
+        }
+    }
+    for worker in ["0", "1"] {
+        server.wait_metric(
+            &format!("mediasoup_server_worker_rooms{{worker=\"{worker}\"}}"),
+            (ROOMS / 2) as f64,
+        );
+    }
+    assert_eq!(
+        used,
+        ports.into_iter().collect(),
+        "both workers' ports in use"
+    );
+    server.wait_metric(
+        "mediasoup_server_transports{direction=\"send\"}",
+        (2 * ROOMS) as f64,
+    );
+    assert_eq!(
+        sockets(),
+        (expected.clone(), expected.clone()),
+        "after {} transports: no socket of their own",
+        4 * ROOMS
+    );
+
+    // forceTcp: TCP candidates only, on the shared port.
+    let mut tcp = Client::connect(&server.url("/spread-0"), "tcp-only-user").await;
+    let transport = tcp
+        .ok(
+            "createWebRtcTransport",
+            json!({"forceTcp": true, "producing": true, "consuming": false}),
+        )
+        .await;
+    let candidates = transport["iceCandidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{transport}");
+    for candidate in candidates {
+        assert_eq!(candidate["protocol"], "tcp", "{candidate}");
+        assert!(
+            ports.contains(&(candidate["port"].as_u64().unwrap() as u16)),
+            "{candidate}"
+        );
+    }
+    assert_eq!(
+        sockets(),
+        (expected.clone(), expected),
+        "after a TCP-only transport"
+    );
+
+    // Operators see the ports at info: per worker, and in the listening line.
+    let log = server.log();
+    for (worker, port) in ports.iter().enumerate() {
+        assert!(
+            log.iter().any(|l| l.contains("worker created")
+                && l.contains(&format!("worker={worker}"))
+                && l.contains(&format!("media_port={port}"))),
+            "{log:#?}"
+        );
+    }
+    let media = format!(
+        "media on ports {first}-{} udp+tcp, one per worker",
+        first + 1
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("listening for signaling") && l.contains(&media)),
+        "{log:#?}"
+    );
+}
+
 #[tokio::test]
 async fn media_sockets_listen_on_the_configured_rtc_ip() {
     // 127.0.0.2 is local on Linux (all of 127/8 is) and differs from the default 0.0.0.0; with no
@@ -506,55 +742,59 @@ async fn media_sockets_listen_on_the_configured_rtc_ip() {
     }
 }
 
-#[tokio::test]
-async fn a_hung_worker_fails_only_its_own_requests_and_new_rooms_avoid_it() {
-    let server = Server::start(&[("MEDIASOUP_NUM_WORKERS", "2")]);
-    // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): least-loaded alone would put
-    // the next room on worker 0.
-    let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
-    a.ok("getRouterRtpCapabilities", json!({})).await;
-    let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
-    c1.ok("getRouterRtpCapabilities", json!({})).await;
-    let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
-    c2.ok("getRouterRtpCapabilities", json!({})).await;
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+in_both_media_modes! {
+    #[tokio::test]
+    async fn a_hung_worker_fails_only_its_own_requests_and_new_rooms_avoid_it(media) {
+        let server = Server::start_in(media, &[("MEDIASOUP_NUM_WORKERS", "2")]);
+        // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): least-loaded alone would put
+        // the next room on worker 0.
+        let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
+        a.ok("getRouterRtpCapabilities", json!({})).await;
+        let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
+        c1.ok("getRouterRtpCapabilities", json!({})).await;
+        let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
+        c2.ok("getRouterRtpCapabilities", json!({})).await;
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
 
-    let frozen = FrozenWorker::freeze(server.pid(), 0);
-    let error = a.error("createWebRtcTransport", producing()).await;
-    assert!(
-        error.contains("the media server did not answer within 10s"),
-        "{error}"
-    );
-    // The peers on the other worker are served meanwhile.
-    c1.ok("createWebRtcTransport", producing()).await;
+        let frozen = FrozenWorker::freeze(server.pid(), 0);
+        let error = a.error("createWebRtcTransport", producing()).await;
+        assert!(
+            error.contains("the media server did not answer within 10s"),
+            "{error}"
+        );
+        // The peers on the other worker are served meanwhile.
+        c1.ok("createWebRtcTransport", producing()).await;
 
-    server.wait_unready(0);
-    let mut b = Client::connect(&server.url("/b"), "bbbbbbbbbbbbbbbb").await;
-    b.ok("createWebRtcTransport", producing()).await;
-    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
+        server.wait_unready(0);
+        let mut b = Client::connect(&server.url("/b"), "bbbbbbbbbbbbbbbb").await;
+        b.ok("createWebRtcTransport", producing()).await;
+        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 2.0);
 
-    frozen.thaw();
-    a.ok("createWebRtcTransport", producing()).await;
-    server.wait_ready();
+        frozen.thaw();
+        a.ok("createWebRtcTransport", producing()).await;
+        server.wait_ready();
+    }
 }
 
-#[tokio::test]
-async fn a_room_whose_worker_hangs_is_refused_and_opens_later() {
-    let server = Server::start(&[]);
-    let frozen = FrozenWorker::freeze(server.pid(), 0);
-    let mut early = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
-    let (code, reason) = early.closed().await;
-    assert_eq!(code, 1011, "{reason}");
-    assert_eq!(
-        reason,
-        "worker 0 did not create the room's router within 10s: try again later"
-    );
+in_both_media_modes! {
+    #[tokio::test]
+    async fn a_room_whose_worker_hangs_is_refused_and_opens_later(media) {
+        let server = Server::start_in(media, &[]);
+        let frozen = FrozenWorker::freeze(server.pid(), 0);
+        let mut early = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
+        let (code, reason) = early.closed().await;
+        assert_eq!(code, 1011, "{reason}");
+        assert_eq!(
+            reason,
+            "worker 0 did not create the room's router within 10s: try again later"
+        );
 
-    frozen.thaw();
-    let mut late = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
-    late.ok("createWebRtcTransport", producing()).await;
-    server.wait_metric("mediasoup_server_rooms", 1.0);
+        frozen.thaw();
+        let mut late = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
+        late.ok("createWebRtcTransport", producing()).await;
+        server.wait_metric("mediasoup_server_rooms", 1.0);
+    }
 }
 
 // A peer that does not read: dropped, not waited for.

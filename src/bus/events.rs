@@ -56,6 +56,8 @@ pub fn kind_str(kind: MediaKind) -> &'static str {
 pub struct WorkerSpawned {
     pub worker: usize,
     pub id: WorkerId,
+    /// Single-port mode: the UDP and TCP port all of this worker's transports share.
+    pub media_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +394,33 @@ pub struct ServerReady {
     pub announced: Option<String>,
     /// WebSockets need a room token (`MEDIASOUP_SECRET`).
     pub token_required: bool,
+    /// The media ports, for the firewall: the range, or one UDP and TCP port per worker.
+    pub media_ports: MediaPorts,
+}
+
+/// Where media is received: the ports an operator opens or forwards, UDP and TCP alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaPorts {
+    /// A port per transport, from `MEDIASOUP_RTC_MIN_PORT..MAX_PORT`.
+    Range { first: u16, last: u16 },
+    /// One port per worker (`MEDIASOUP_RTC_PORT`), shared by its transports.
+    Single { first: u16, last: u16 },
+}
+
+impl fmt::Display for MediaPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MediaPorts::Range { first, last } => {
+                write!(f, "{first}-{last} udp+tcp, a port per transport")
+            }
+            MediaPorts::Single { first, last } if first == last => {
+                write!(f, "{first} udp+tcp, shared by every transport")
+            }
+            MediaPorts::Single { first, last } => {
+                write!(f, "{first}-{last} udp+tcp, one per worker")
+            }
+        }
+    }
 }
 
 /// Shutdown began: no new connections.

@@ -28,6 +28,10 @@ pub struct Config {
     pub worker_log_level: WorkerLogLevel,
     pub worker_log_tags: Vec<WorkerLogTag>,
     pub rtc_ports: RangeInclusive<u16>,
+    /// Single-port mode: worker `i` serves every transport on UDP and TCP port `rtc_port + i`
+    /// (one `WebRtcServer` each) instead of a port per transport from `rtc_ports`. Checked so
+    /// that every worker's port fits in `u16` and lies outside `rtc_ports`.
+    pub rtc_port: Option<u16>,
     /// Put into ICE candidates instead of the listening IP (NAT, public hostname).
     pub announced_address: Option<String>,
     /// Listening IP of the WebRTC transports.
@@ -78,6 +82,7 @@ struct RawConfig {
     log_tags: Option<String>,
     rtc_min_port: Option<String>,
     rtc_max_port: Option<String>,
+    rtc_port: Option<String>,
     rtc_listen_ip: Option<String>,
     announced_ip: Option<String>,
     max_incoming_bitrate: Option<String>,
@@ -183,6 +188,8 @@ impl Config {
         let num_workers = NonZeroUsize::new(num_workers)
             .ok_or_else(|| invalid("NUM_WORKERS", "0", "a whole number of workers, at least 1"))?;
 
+        let rtc_port = parse_rtc_port(raw.rtc_port, num_workers, &(rtc_min_port..=rtc_max_port))?;
+
         let stats_secs: u64 = parse(
             "STATS_INTERVAL_SECS",
             raw.stats_interval_secs,
@@ -219,6 +226,7 @@ impl Config {
             worker_log_level: parse_log_level(raw.log_level)?,
             worker_log_tags: parse_log_tags(raw.log_tags)?,
             rtc_ports: rtc_min_port..=rtc_max_port,
+            rtc_port,
             rtc_listen_ip: parse(
                 "RTC_LISTEN_IP",
                 raw.rtc_listen_ip,
@@ -239,6 +247,65 @@ impl Config {
             recording,
         })
     }
+}
+
+impl Config {
+    /// The media port of worker `index` in single-port mode (`None` in range mode).
+    pub fn media_port(&self, index: usize) -> Option<u16> {
+        let offset = u16::try_from(index).ok()?;
+        self.rtc_port?.checked_add(offset)
+    }
+}
+
+/// `MEDIASOUP_RTC_PORT`: unset (or empty) for range mode; otherwise a port such that
+/// `port..=port + workers - 1` are valid ports outside the range, since the range's transports
+/// and the workers' servers would otherwise take each other's ports.
+fn parse_rtc_port(
+    value: Option<String>,
+    workers: NonZeroUsize,
+    range: &RangeInclusive<u16>,
+) -> Result<Option<u16>, ConfigError> {
+    const ACCEPTED: &str = "a port number from 1 to 65535 (worker i listens on it + i)";
+    let text = match value.as_deref().map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(text) => text,
+    };
+    let port = text
+        .parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| invalid("RTC_PORT", text, ACCEPTED))?;
+    let last = usize::from(port) + workers.get() - 1;
+    let Ok(last) = u16::try_from(last) else {
+        let highest = 65536usize.saturating_sub(workers.get());
+        return Err(invalid(
+            "RTC_PORT",
+            text,
+            &format!(
+                "a port from 1 to {highest}: with MEDIASOUP_NUM_WORKERS={workers} worker i \
+                 listens on it + i, up to {last}, above 65535"
+            ),
+        ));
+    };
+    if port <= *range.end() && last >= *range.start() {
+        let ports = if last == port {
+            format!("port {port} is")
+        } else {
+            format!("ports {port}-{last} (one per worker) are")
+        };
+        return Err(invalid(
+            "RTC_PORT",
+            text,
+            &format!(
+                "a port outside the media port range {}-{} (MEDIASOUP_RTC_MIN_PORT..\
+                 MEDIASOUP_RTC_MAX_PORT), but {ports} inside it: pick a port outside it or \
+                 move the range",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(Some(port))
 }
 
 /// The address this host uses for its default route, found by asking the kernel to route a UDP

@@ -13,6 +13,11 @@ fn defaults_without_variables() {
     assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
     assert_eq!(config.num_workers.get(), 1);
     assert_eq!(config.rtc_ports, 10000..=10100);
+    assert_eq!(
+        config.rtc_port, None,
+        "range mode unless MEDIASOUP_RTC_PORT is set"
+    );
+    assert_eq!(config.media_port(0), None);
     assert_eq!(config.announced_address, None);
     assert_eq!(config.log_format, LogFormat::Text);
     assert!(config.worker_log_tags.is_empty());
@@ -32,6 +37,7 @@ const EVERY_VARIABLE: &[(&str, &str)] = &[
     ("MEDIASOUP_LOG_TAGS", "ice, dtls"),
     ("MEDIASOUP_RTC_MIN_PORT", "20000"),
     ("MEDIASOUP_RTC_MAX_PORT", "20010"),
+    ("MEDIASOUP_RTC_PORT", "40000"),
     ("MEDIASOUP_RTC_LISTEN_IP", "192.168.1.10"),
     ("MEDIASOUP_ANNOUNCED_IP", "vtt.example.org"),
     ("MEDIASOUP_MAX_INCOMING_BITRATE", "800000"),
@@ -77,6 +83,9 @@ fn reads_every_variable() {
         vec![WorkerLogTag::Ice, WorkerLogTag::Dtls]
     );
     assert_eq!(config.rtc_ports, 20000..=20010);
+    assert_eq!(config.rtc_port, Some(40000));
+    let ports: Vec<_> = (0..3).map(|worker| config.media_port(worker)).collect();
+    assert_eq!(ports, [Some(40000), Some(40001), Some(40002)]);
     assert_eq!(
         config.rtc_listen_ip,
         "192.168.1.10".parse::<IpAddr>().unwrap()
@@ -189,6 +198,9 @@ fn refuses_bad_values_naming_the_variable() {
         ("MEDIASOUP_LOG_LEVEL", "verbose"),
         ("MEDIASOUP_LOG_TAGS", "ice,bogus"),
         ("MEDIASOUP_RTC_MIN_PORT", "70000"),
+        ("MEDIASOUP_RTC_PORT", "0"),
+        ("MEDIASOUP_RTC_PORT", "70000"),
+        ("MEDIASOUP_RTC_PORT", "forty"),
         ("MEDIASOUP_ANNOUNCED_IP", "not an ip"),
         ("MEDIASOUP_STATS_INTERVAL_SECS", "0"),
     ] {
@@ -207,4 +219,68 @@ fn refuses_min_port_above_max_port() {
     .expect_err("inverted range");
     assert_eq!(error.variable, "MEDIASOUP_RTC_MAX_PORT");
     assert!(error.accepted.contains("MEDIASOUP_RTC_MIN_PORT"));
+}
+
+/// Single-port mode: an empty value is range mode; each worker's port must be a port, outside
+/// the range (the default one included).
+#[test]
+fn checks_the_single_media_port() {
+    let empty = config(&[("MEDIASOUP_RTC_PORT", " ")]).expect("empty is unset");
+    assert_eq!(empty.rtc_port, None);
+
+    let highest = config(&[
+        ("MEDIASOUP_RTC_PORT", "65534"),
+        ("MEDIASOUP_NUM_WORKERS", "2"),
+    ])
+    .expect("65534 and 65535");
+    assert_eq!(highest.media_port(1), Some(65535));
+    let error = config(&[
+        ("MEDIASOUP_RTC_PORT", "65535"),
+        ("MEDIASOUP_NUM_WORKERS", "2"),
+    ])
+    .expect_err("worker 1 would need 65536");
+    assert_eq!(error.variable, "MEDIASOUP_RTC_PORT");
+    assert!(error.accepted.contains("from 1 to 65534"), "{error}");
+    assert!(
+        error.accepted.contains("MEDIASOUP_NUM_WORKERS=2"),
+        "{error}"
+    );
+
+    for (port, workers) in [
+        ("10000", "1"),
+        ("10100", "1"),
+        ("10050", "1"),
+        ("9999", "2"),
+    ] {
+        let error = config(&[
+            ("MEDIASOUP_RTC_PORT", port),
+            ("MEDIASOUP_NUM_WORKERS", workers),
+        ])
+        .expect_err(port);
+        assert_eq!(error.variable, "MEDIASOUP_RTC_PORT");
+        assert_eq!(error.value, port);
+        assert!(error.accepted.contains("10000-10100"), "{error}");
+        assert!(error.accepted.contains("pick a port outside it"), "{error}");
+    }
+    for (port, workers) in [("9999", "1"), ("10101", "1"), ("9998", "2"), ("40000", "4")] {
+        let config = config(&[
+            ("MEDIASOUP_RTC_PORT", port),
+            ("MEDIASOUP_NUM_WORKERS", workers),
+        ])
+        .unwrap_or_else(|e| panic!("{port} with {workers} workers: {e}"));
+        assert_eq!(
+            config.rtc_port.map(|p| p.to_string()).as_deref(),
+            Some(port)
+        );
+    }
+    // A moved range is the one checked.
+    let moved = config(&[
+        ("MEDIASOUP_RTC_PORT", "10050"),
+        ("MEDIASOUP_RTC_MIN_PORT", "20000"),
+        ("MEDIASOUP_RTC_MAX_PORT", "20100"),
+    ]);
+    assert_eq!(
+        moved.expect("outside the moved range").rtc_port,
+        Some(10050)
+    );
 }

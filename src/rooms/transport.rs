@@ -28,8 +28,28 @@ impl TransportSettings {
         }
     }
 
-    /// UDP and TCP candidates, UDP preferred; TCP only when the client asks (`forceTcp`).
-    pub(super) fn options(&self, force_tcp: bool) -> WebRtcTransportOptions {
+    /// UDP and TCP candidates, UDP preferred; TCP only when the client asks (`forceTcp`). With
+    /// the worker's `WebRtcServer` (single-port mode) the transport shares its two ports;
+    /// without, it binds its own from the range.
+    pub(super) fn options(
+        &self,
+        force_tcp: bool,
+        webrtc_server: Option<&WebRtcServer>,
+    ) -> WebRtcTransportOptions {
+        let mut options = match webrtc_server {
+            Some(server) => WebRtcTransportOptions::new_with_server(server.clone()),
+            None => WebRtcTransportOptions::new(self.listen_infos(force_tcp)),
+        };
+        options.enable_udp = !force_tcp;
+        options.enable_tcp = true;
+        options.prefer_udp = true;
+        options.initial_available_outgoing_bitrate = INITIAL_OUTGOING_BITRATE;
+        options.max_incoming_bitrate = Some(u64::from(self.max_incoming_bitrate));
+        options
+    }
+
+    /// Range mode: a UDP and a TCP socket of the transport's own (TCP only with `forceTcp`).
+    fn listen_infos(&self, force_tcp: bool) -> WebRtcTransportListenInfos {
         let listen = |protocol| ListenInfo {
             protocol,
             ip: self.listen_ip,
@@ -41,17 +61,10 @@ impl TransportSettings {
             send_buffer_size: None,
             recv_buffer_size: None,
         };
-        let infos = if force_tcp {
+        if force_tcp {
             WebRtcTransportListenInfos::new(listen(Protocol::Tcp))
         } else {
             WebRtcTransportListenInfos::new(listen(Protocol::Udp)).insert(listen(Protocol::Tcp))
-        };
-        let mut options = WebRtcTransportOptions::new(infos);
-        options.enable_udp = !force_tcp;
-        options.enable_tcp = true;
-        options.prefer_udp = true;
-        options.initial_available_outgoing_bitrate = INITIAL_OUTGOING_BITRATE;
-        options.max_incoming_bitrate = Some(u64::from(self.max_incoming_bitrate));
-        options
+        }
     }
 }

@@ -21,9 +21,12 @@ pub async fn run(mut events: mpsc::Receiver<Envelope>) {
 fn log(envelope: &Envelope) -> bool {
     let span = &envelope.span;
     match envelope.event.as_ref() {
-        Event::WorkerSpawned(e) => {
-            info!(parent: span, worker = e.worker, id = %e.id, "worker created")
-        }
+        Event::WorkerSpawned(e) => match e.media_port {
+            Some(port) => {
+                info!(parent: span, worker = e.worker, id = %e.id, media_port = port, "worker created, media on UDP and TCP port {port} for all its transports")
+            }
+            None => info!(parent: span, worker = e.worker, id = %e.id, "worker created"),
+        },
         Event::WorkerDied(e) => {
             error!(parent: span, worker = e.worker, error = %e.error, "worker died")
         }
@@ -133,7 +136,7 @@ fn log(envelope: &Envelope) -> bool {
         }
         Event::RecordingProgress(e) => trace!(parent: span, bytes = e.bytes, "recording written"),
         Event::ServerReady(e) => {
-            info!(parent: span, listen = %e.listen, metrics = %e.metrics, workers = e.workers, announced = e.announced.as_deref(), "listening for signaling on {} (metrics on {})", e.listen, e.metrics);
+            info!(parent: span, listen = %e.listen, metrics = %e.metrics, workers = e.workers, announced = e.announced.as_deref(), media_ports = %e.media_ports, "listening for signaling on {} (metrics on {}); media on ports {}", e.listen, e.metrics, e.media_ports);
             if !e.token_required {
                 warn!(parent: span, "MEDIASOUP_SECRET is unset: anyone who reaches this server can join any room; set it and give each table the URL that `mediasoup-server token <room>` prints");
             }

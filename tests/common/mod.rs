@@ -36,6 +36,60 @@ fn rtc_range() -> (u16, u16) {
     (min, min + 39)
 }
 
+/// How the server under test receives media (README, "Firewall").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// A UDP and a TCP port per transport from the RTC port range (the default).
+    Range,
+    /// One UDP and one TCP port per worker (`MEDIASOUP_RTC_PORT`), shared by its transports.
+    SinglePort,
+}
+
+/// Defines a test once for both media modes: a module `$name` with the tests `range` and
+/// `single_port`, each running the body with `$media` set to its [`Media`]. What the body
+/// checks must hold however media is received.
+#[macro_export]
+macro_rules! in_both_media_modes {
+    ($(#[$attr:meta])* async fn $name:ident($media:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            async fn range() {
+                test($crate::common::Media::Range).await
+            }
+
+            $(#[$attr])*
+            async fn single_port() {
+                test($crate::common::Media::SinglePort).await
+            }
+
+            async fn test($media: $crate::common::Media) $body
+        }
+    };
+}
+
+/// `count` consecutive ports free for UDP and TCP on every address, for `MEDIASOUP_RTC_PORT`:
+/// from 40000 up (outside the test ranges of [`rtc_range`] and the default range), starting
+/// at a different place per test process.
+pub fn free_media_ports(count: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 1000) as u16 * 16;
+    for _ in 0..1000 {
+        let offset = NEXT.fetch_add(count, Ordering::Relaxed);
+        let first = 40000 + (start + offset) % 20000;
+        let free = (first..first + count).all(|port| {
+            std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+                && TcpListener::bind(("0.0.0.0", port)).is_ok()
+        });
+        if free {
+            return first;
+        }
+    }
+    panic!("no {count} free consecutive media ports from 40000 up");
+}
+
 /// Polls `condition` until it holds or `deadline` passes.
 pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
     let until = Instant::now() + deadline;
@@ -115,6 +169,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
     pub rtc_ports: (u16, u16),
+    /// Single-port mode: worker 0's media port (worker i has this + i).
+    pub media_port: Option<u16>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -126,8 +182,20 @@ impl Server {
         server
     }
 
+    /// Like [`start`](Self::start), receiving media as `media` says.
+    pub fn start_in(media: Media, env: &[(&str, &str)]) -> Server {
+        let server = Server::spawn_in(media, env);
+        server.wait_ready();
+        server
+    }
+
     /// Starts the server without waiting.
     pub fn spawn(env: &[(&str, &str)]) -> Server {
+        Server::spawn_in(Media::Range, env)
+    }
+
+    /// Starts the server without waiting, receiving media as `media` says.
+    pub fn spawn_in(media: Media, env: &[(&str, &str)]) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let rtc_ports = rtc_range();
@@ -144,6 +212,16 @@ impl Server {
             .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let media_port = (media == Media::SinglePort).then(|| {
+            let workers = env
+                .iter()
+                .find(|(key, _)| *key == "MEDIASOUP_NUM_WORKERS")
+                .map_or(1, |(_, value)| value.parse().expect("a number of workers"));
+            free_media_ports(workers)
+        });
+        if let Some(port) = media_port {
+            command.env("MEDIASOUP_RTC_PORT", port.to_string());
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -161,6 +239,7 @@ impl Server {
             addr,
             metrics,
             rtc_ports,
+            media_port,
             log,
         }
     }

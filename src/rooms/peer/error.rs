@@ -33,6 +33,10 @@ pub enum PeerError {
     CannotConsume(ProducerId),
     #[error("could not create the transport: {0}{hint}", hint = port_range_hint(.0))]
     CreateTransport(#[source] RequestError),
+    /// Single-port mode: the transport binds no port of its own, so the range hint of
+    /// `CreateTransport` does not apply.
+    #[error("could not create the transport on the media server's shared port: {0}")]
+    CreateSharedPortTransport(#[source] RequestError),
     #[error("could not connect the transport: {0}")]
     Connect(#[source] RequestError),
     #[error("could not produce: {0}")]
@@ -68,9 +72,10 @@ impl PeerError {
     /// the client's parameters, so there only a worker that failed to judge them is at fault.
     pub fn is_server_side(&self) -> bool {
         match self {
-            PeerError::CreateTransport(_) | PeerError::Worker(_) | PeerError::WorkerTimeout(_) => {
-                true
-            }
+            PeerError::CreateTransport(_)
+            | PeerError::CreateSharedPortTransport(_)
+            | PeerError::Worker(_)
+            | PeerError::WorkerTimeout(_) => true,
             PeerError::Connect(error)
             | PeerError::Produce(ProduceError::Request(error))
             | PeerError::Consume(ConsumeError::Request(error)) => worker_failed(error),
@@ -116,6 +121,12 @@ mod tests {
         assert!(message.contains("no more available ports"), "{message}");
         assert!(message.contains("MEDIASOUP_RTC_MIN_PORT"), "{message}");
         let message = PeerError::CreateTransport(RequestError::ChannelClosed).to_string();
+        assert!(!message.contains("MEDIASOUP_RTC_MIN_PORT"), "{message}");
+        // Single-port mode binds no port per transport: no advice to widen the range.
+        let error = PeerError::CreateSharedPortTransport(refused());
+        assert!(error.is_server_side());
+        let message = error.to_string();
+        assert!(message.contains("no more available ports"), "{message}");
         assert!(!message.contains("MEDIASOUP_RTC_MIN_PORT"), "{message}");
     }
 }

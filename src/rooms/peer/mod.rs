@@ -154,12 +154,17 @@ impl Peer {
         if slot.is_some() {
             return Err(PeerError::TransportExists(role(direction)));
         }
+        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
+        let options = self.settings.options(force_tcp, webrtc_server);
         let transport = self
             .room
             .router
-            .create_webrtc_transport(self.settings.options(force_tcp))
+            .create_webrtc_transport(options)
             .await
-            .map_err(PeerError::CreateTransport)?;
+            .map_err(|error| match webrtc_server {
+                Some(_) => PeerError::CreateSharedPortTransport(error),
+                None => PeerError::CreateTransport(error),
+            })?;
         self.watch_transport(&transport, direction);
         let announcements = match direction {
             Direction::Send => {
