@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client_rtp_capabilities, wait_until, Client, Server, DEADLINE};
+use common::{client_rtp_capabilities, raise_fd_limit, wait_until, Client, Server, DEADLINE};
 use serde_json::json;
 
 const ROOM_SIZE: usize = 10;
@@ -32,21 +32,6 @@ const TEST: Size = Size {
     peers: 20,
     cycles: 2,
 };
-
-/// Lets this process (and the server it starts) hold the connections.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
 
 /// The server's resident set, from /proc (the worker threads are in the same process).
 fn rss_mib(server: &Server) -> f64 {

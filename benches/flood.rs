@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Client, Server, DEADLINE};
+use common::{raise_fd_limit, wait_until, Client, Server, DEADLINE};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -38,21 +38,6 @@ const TEST: Size = Size {
     joins: 5,
     burst: 50,
 };
-
-/// Lets this process (and the server it starts) hold the connections.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
 
 /// Time for one module-style join: connect, capabilities, both transports.
 async fn join_once(server: &Server, n: usize) -> Duration {

@@ -225,15 +225,7 @@ in_both_media_modes! {
             ("MEDIASOUP_NUM_WORKERS", "2"),
             ("RUST_LOG", "info,mediasoup::worker::channel=debug"),
         ]);
-        // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): the next room goes to worker 0.
-        let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
-        a.ok("getRouterRtpCapabilities", json!({})).await;
-        let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
-        c1.ok("getRouterRtpCapabilities", json!({})).await;
-        let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
-        c2.ok("getRouterRtpCapabilities", json!({})).await;
-        server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
-        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+        let (_a, mut c1, _c2) = common::rooms_on_two_workers(&server).await;
         assert_eq!(router_requests(&server), 2, "{:?}", server.log());
 
         let frozen = FrozenWorker::freeze(server.pid(), 0);

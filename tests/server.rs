@@ -746,16 +746,7 @@ in_both_media_modes! {
     #[tokio::test]
     async fn a_hung_worker_fails_only_its_own_requests_and_new_rooms_avoid_it(media) {
         let server = Server::start_in(media, &[("MEDIASOUP_NUM_WORKERS", "2")]);
-        // Room a on worker 0 (1 peer), room c on worker 1 (2 peers): least-loaded alone would put
-        // the next room on worker 0.
-        let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
-        a.ok("getRouterRtpCapabilities", json!({})).await;
-        let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
-        c1.ok("getRouterRtpCapabilities", json!({})).await;
-        let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
-        c2.ok("getRouterRtpCapabilities", json!({})).await;
-        server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
-        server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+        let (mut a, mut c1, _c2) = common::rooms_on_two_workers(&server).await;
 
         let frozen = FrozenWorker::freeze(server.pid(), 0);
         let error = a.error("createWebRtcTransport", producing()).await;

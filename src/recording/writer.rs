@@ -307,6 +307,14 @@ impl Writer {
             .and_then(|()| append(&mut open.file, &mut open.stream, &mut open.bytes));
         self.bytes += open.bytes - before;
         let session = open.track.session.clone();
+        self.stopped(&session, &open);
+        if let Err(error) = written {
+            self.fail(&session, &error);
+        }
+    }
+
+    /// Says that one file is finished (closed normally or after an error).
+    fn stopped(&self, session: &Session, open: &OpenFile) {
         self.bus.emit(
             &session.span,
             RecordingStopped {
@@ -317,9 +325,6 @@ impl Writer {
                 duration: open.opened.elapsed(),
             },
         );
-        if let Err(error) = written {
-            self.fail(&session, &error);
-        }
     }
 
     /// Stops the session's recording after a write error: its files are closed as they are
@@ -336,16 +341,7 @@ impl Writer {
             .collect();
         for id in ids {
             if let Some(open) = self.tracks.remove(&id) {
-                self.bus.emit(
-                    &session.span,
-                    RecordingStopped {
-                        room: session.room.clone(),
-                        producer: open.track.producer,
-                        file: open.track.file_name.clone(),
-                        bytes: open.bytes,
-                        duration: open.opened.elapsed(),
-                    },
-                );
+                self.stopped(session, &open);
             }
         }
         self.bus.emit(

@@ -18,6 +18,22 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mediasoup-server");
 
+/// Lets this process (and the server it starts, which inherits the limit) hold thousands of
+/// connections: the soft limit of open files raised to the hard one.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Generous: the first start of a worker can take a moment on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -700,6 +716,21 @@ pub struct Joined {
     pub send: String,
     pub recv: String,
     pub recv_transport: Value,
+}
+
+/// On a server with two workers: room `/a` on worker 0 with one peer, room `/c` on worker 1 with
+/// two, so that placement by load alone would put the next room on worker 0. Returns a's peer
+/// and c's two peers.
+pub async fn rooms_on_two_workers(server: &Server) -> (Client, Client, Client) {
+    let mut a = Client::connect(&server.url("/a"), "aaaaaaaaaaaaaaaa").await;
+    a.ok("getRouterRtpCapabilities", json!({})).await;
+    let mut c1 = Client::connect(&server.url("/c"), "cccccccccccccccc").await;
+    c1.ok("getRouterRtpCapabilities", json!({})).await;
+    let mut c2 = Client::connect(&server.url("/c"), "dddddddddddddddd").await;
+    c2.ok("getRouterRtpCapabilities", json!({})).await;
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"0\"}", 1.0);
+    server.wait_metric("mediasoup_server_worker_rooms{worker=\"1\"}", 1.0);
+    (a, c1, c2)
 }
 
 /// Collects the next `n` notifications of type `kind`.

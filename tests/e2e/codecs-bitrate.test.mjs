@@ -3,28 +3,17 @@
 // MEDIASOUP_MAX_INCOMING_BITRATE capping what a browser sends (through the REMB the server
 // sends back, which lowers the browser's own bandwidth estimate). Run: tests/e2e/run.sh
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { assertMediaDecodes, leaveAll, scenario, waitConsumersExactly } from './lib/checks.mjs';
-import { launchBrowser, poll, startPageServer, startServer } from './lib/harness.mjs';
+import { browserForFile, poll, startServer } from './lib/harness.mjs';
 
-let pageServer;
-let browser;
-
-before(async () => {
-  pageServer = await startPageServer();
-  browser = await launchBrowser(pageServer.url);
-});
-
-after(async () => {
-  await browser?.close();
-  await pageServer?.close();
-});
+const shared = browserForFile();
 
 test('VP9 and H264 from Chromium are forwarded and decoded as sent', async (t) => {
   const server = await startServer({ numWorkers: 1 });
-  const step = scenario(t, server, () => browser.diagnostics());
-  const [a, b] = await Promise.all(['A', 'B'].map((name) => browser.newPeer(name)));
+  const step = scenario(t, server, () => shared.browser.diagnostics());
+  const [a, b] = await Promise.all(['A', 'B'].map((name) => shared.browser.newPeer(name)));
   try {
     await a.join(server.wsUrl('codecs'));
     await b.join(server.wsUrl('codecs'));
@@ -74,8 +63,8 @@ test('MEDIASOUP_MAX_INCOMING_BITRATE caps what a browser sends', async (t) => {
     [`cap ${cap} bit/s`, { MEDIASOUP_MAX_INCOMING_BITRATE: String(cap) }, (rate) => rate.estimate <= cap * 1.1 && rate.sent <= cap * 1.25],
   ]) {
     const server = await startServer({ numWorkers: 1, env });
-    const step = scenario(t, server, () => browser.diagnostics());
-    const [a, b] = await Promise.all(['A', 'B'].map((name) => browser.newPeer(name)));
+    const step = scenario(t, server, () => shared.browser.diagnostics());
+    const [a, b] = await Promise.all(['A', 'B'].map((name) => shared.browser.newPeer(name)));
     try {
       await step(`${label}: the sender's bandwidth estimate and send rate`, async () => {
         await a.join(server.wsUrl('bitrate'));

@@ -4,7 +4,7 @@
 //   CONTAINER_WS_URL=ws://10.0.0.5:13000/table CONTAINER_MEDIA_PORT=40000 node tests/e2e/container-media.mjs
 import assert from 'node:assert/strict';
 
-import { assertMediaDecodes, leaveAll, waitConsumersExactly } from './lib/checks.mjs';
+import { exchangeMedia, leaveAll } from './lib/checks.mjs';
 import { launchBrowser, startPageServer } from './lib/harness.mjs';
 
 const wsUrl = process.env.CONTAINER_WS_URL;
@@ -18,20 +18,12 @@ const pageServer = await startPageServer();
 const browser = await launchBrowser(pageServer.url, { anyNetwork: true });
 try {
   const [a, b] = await Promise.all(['A', 'B'].map((name) => browser.newPeer(name)));
-  const produced = {};
+  const joined = await exchangeMedia(a, b, wsUrl);
   for (const peer of [a, b]) {
-    const { sendTransport, recvTransport } = await peer.join(wsUrl);
-    for (const transport of [sendTransport, recvTransport]) {
+    for (const transport of [joined[peer.name].sendTransport, joined[peer.name].recvTransport]) {
       const ports = new Set(transport.iceCandidates.map((c) => c.port));
       assert.deepEqual([...ports], [mediaPort], `peer ${peer.name}: every candidate on the one media port`);
     }
-    produced[peer.name] = [(await peer.produce('mic')).id, (await peer.produce('webcam')).id];
-  }
-  await waitConsumersExactly(a, produced.B);
-  await waitConsumersExactly(b, produced.A);
-  await assertMediaDecodes(a, produced.B);
-  await assertMediaDecodes(b, produced.A);
-  for (const peer of [a, b]) {
     const ice = await peer.iceInfo();
     for (const side of ['send', 'recv']) {
       assert.equal(ice[side]?.selected?.remotePort, mediaPort, `peer ${peer.name} ${side}: media went to port ${mediaPort}`);

@@ -40,21 +40,14 @@ if ((node_major < 20)); then
 fi
 
 # npm ci wipes node_modules, so only run it when the lock file changed since the last install.
-stamp="$e2e_dir/node_modules/.e2e-lock.sha256"
-want="$(sha256sum "$e2e_dir/package-lock.json" | cut -d' ' -f1)"
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  echo "setup.sh: npm ci in $e2e_dir"
-  (cd "$e2e_dir" && npm ci --no-audit --no-fund --ignore-scripts)
-  echo "$want" >"$stamp"
-fi
-
-# The self-test page's own pinned inputs: the e2e test rebuilds its bundle inside the network
-# namespace, where npm cannot reach the registry.
-selftest_dir="$(cd "$e2e_dir/../../src/selftest" && pwd)"
-stamp="$selftest_dir/node_modules/.selftest-lock.sha256"
-want="$(sha256sum "$selftest_dir/package-lock.json" | cut -d' ' -f1)"
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  echo "setup.sh: npm ci in $selftest_dir"
-  (cd "$selftest_dir" && npm ci --no-audit --no-fund --ignore-scripts)
-  echo "$want" >"$stamp"
-fi
+# Also the self-test page's own pinned inputs: the e2e test rebuilds its bundle inside the
+# network namespace, where npm cannot reach the registry.
+for dir in "$e2e_dir" "$(cd "$e2e_dir/../../src/selftest" && pwd)"; do
+  stamp="$dir/node_modules/.lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup.sh: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts)
+    echo "$want" >"$stamp"
+  fi
+done

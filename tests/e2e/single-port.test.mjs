@@ -5,23 +5,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { assertMediaDecodes, leaveAll, scenario, waitConsumersExactly } from './lib/checks.mjs';
-import { launchBrowser, startPageServer, startServer } from './lib/harness.mjs';
+import { exchangeMedia, leaveAll, scenario } from './lib/checks.mjs';
+import { browserForFile, startServer } from './lib/harness.mjs';
 
-let pageServer;
-let browser;
-
-before(async () => {
-  pageServer = await startPageServer();
-  browser = await launchBrowser(pageServer.url);
-});
-
-after(async () => {
-  await browser?.close();
-  await pageServer?.close();
-});
+const shared = browserForFile();
 
 function run(command, args, input) {
   const result = spawnSync(command, args, { input, encoding: 'utf8' });
@@ -41,22 +30,14 @@ function serverPorts(pid, protocol) {
 
 /** Two peers join `room`, send microphone and camera, and must decode each other over `protocol`. */
 async function mediaBetweenTwo(server, room, port, protocol) {
-  const [a, b] = await Promise.all(['A', 'B'].map((name) => browser.newPeer(name)));
+  const [a, b] = await Promise.all(['A', 'B'].map((name) => shared.browser.newPeer(name)));
   try {
-    const produced = {};
+    const joined = await exchangeMedia(a, b, server.wsUrl(room));
     for (const peer of [a, b]) {
-      const { sendTransport, recvTransport } = await peer.join(server.wsUrl(room));
-      for (const transport of [sendTransport, recvTransport]) {
+      for (const transport of [joined[peer.name].sendTransport, joined[peer.name].recvTransport]) {
         const candidates = transport.iceCandidates.map((c) => `${c.protocol}:${c.port}`).sort();
         assert.deepEqual(candidates, [`tcp:${port}`, `udp:${port}`], `peer ${peer.name}: one UDP and one TCP candidate on the media port`);
       }
-      produced[peer.name] = [(await peer.produce('mic')).id, (await peer.produce('webcam')).id];
-    }
-    await waitConsumersExactly(a, produced.B);
-    await waitConsumersExactly(b, produced.A);
-    await assertMediaDecodes(a, produced.B);
-    await assertMediaDecodes(b, produced.A);
-    for (const peer of [a, b]) {
       const ice = await peer.iceInfo();
       for (const side of ['send', 'recv']) {
         assert.equal(ice[side]?.selected?.remoteProtocol, protocol, `peer ${peer.name} ${side}: ${JSON.stringify(ice[side])}`);
@@ -75,7 +56,7 @@ test('single-port media: UDP, then TCP on the same port when UDP is dropped', as
   // Above every range startServer picks (20000-60199).
   const port = 61_000 + randomInt(0, 4_000);
   const server = await startServer({ numWorkers: 1, env: { MEDIASOUP_RTC_PORT: String(port) } });
-  const step = scenario(t, server, () => browser.diagnostics());
+  const step = scenario(t, server, () => shared.browser.diagnostics());
   const table = `e2e_single_port_${process.pid}`;
   try {
     await step(`UDP: candidates, selected pairs and decoded media on port ${port}`, () =>

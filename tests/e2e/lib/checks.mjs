@@ -151,6 +151,24 @@ export async function assertMediaDecodes(peer, producerIds, { timeoutMs = MEDIA_
   return { first, second };
 }
 
+/**
+ * Peers `a` and `b` join `wsUrl`, each sends microphone and camera, and each must decode the
+ * other's media. Returns their join answers by peer name.
+ */
+export async function exchangeMedia(a, b, wsUrl) {
+  const joined = {};
+  const produced = {};
+  for (const peer of [a, b]) {
+    joined[peer.name] = await peer.join(wsUrl);
+    produced[peer.name] = [(await peer.produce('mic')).id, (await peer.produce('webcam')).id];
+  }
+  await waitConsumersExactly(a, produced[b.name]);
+  await waitConsumersExactly(b, produced[a.name]);
+  await assertMediaDecodes(a, produced[b.name]);
+  await assertMediaDecodes(b, produced[a.name]);
+  return joined;
+}
+
 /** The newProducer notifications `peer` got, by producer id. */
 export async function newProducersSeen(peer) {
   const notes = await peer.notifications();

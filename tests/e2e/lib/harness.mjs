@@ -10,6 +10,7 @@ import net from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 
 import * as esbuild from 'esbuild';
 import { chromium } from 'playwright-core';
@@ -314,6 +315,23 @@ export async function launchBrowser(pageUrl, { realPath, anyNetwork = false } = 
       await rm(userDataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * One page server and one Chromium for a whole test file: started before its first test and
+ * closed after its last. Returns an object whose `browser` is set by then.
+ */
+export function browserForFile() {
+  const shared = { browser: null, pageServer: null };
+  before(async () => {
+    shared.pageServer = await startPageServer();
+    shared.browser = await launchBrowser(shared.pageServer.url);
+  });
+  after(async () => {
+    await shared.browser?.close();
+    await shared.pageServer?.close();
+  });
+  return shared;
 }
 
 /** One browser tab acting as a MediaSoupVTT client; methods call window.e2e in the page. */
