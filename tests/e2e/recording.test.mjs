@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { SIGNALING_TIMEOUT_MS, leaveAll, scenario, waitConsumersExactly } from './lib/checks.mjs';
+import { SIGNALING_TIMEOUT_MS, assertMediaDecodes, exchangeMedia, leaveAll, scenario, waitConsumersExactly } from './lib/checks.mjs';
 import { foundryUserId, launchBrowser, poll, scrape, startPageServer, startServer } from './lib/harness.mjs';
 
 // How long each microphone producer sends: the stimulus, not a synchronisation.
@@ -219,6 +219,43 @@ test('recording: per-speaker Ogg Opus files, a replaced microphone, the manifest
     });
   } finally {
     await leaveAll(peers);
+    const status = await server.stop();
+    assert.equal(status.code, 0, `server exit: ${JSON.stringify(status)}`);
+  }
+});
+
+test('recording: a room whose files cannot be written keeps its media; the error is counted once', async (t) => {
+  // A regular file where the room's directory must go: creating the session fails, for root too.
+  const broken = path.join(recordings, 'broken');
+  await mkdir(broken);
+  await writeFile(path.join(broken, 'rec-broken'), 'not a directory\n');
+  const server = await startServer({
+    numWorkers: 1,
+    env: { MEDIASOUP_RECORDINGS_DIR: broken, MEDIASOUP_RECORD_ROOMS: 'rec-*' },
+  });
+  const step = scenario(t, server, () => browser.diagnostics());
+  const [a, b] = await Promise.all(['A', 'B'].map((name) => browser.newPeer(name)));
+  try {
+    await step('A and B exchange audio and video in the room while its recording fails', async () => {
+      const joined = await exchangeMedia(a, b, server.wsUrl('rec-broken'));
+      assert.ok(joined.A && joined.B);
+      await poll(async () => (await scrape(server)).value('mediasoup_server_recording_write_errors_total') >= 1, {
+        timeoutMs: SIGNALING_TIMEOUT_MS,
+        what: 'the write error to be counted',
+      });
+    });
+    await step('media keeps flowing after the error; no recording is active, one error counted', async () => {
+      const producedBy = async (peer) => (await peer.consumers()).map((c) => c.producerId);
+      await assertMediaDecodes(a, await producedBy(a));
+      await assertMediaDecodes(b, await producedBy(b));
+      const metrics = await scrape(server);
+      assert.equal(metrics.value('mediasoup_server_recordings_active'), 0);
+      assert.equal(metrics.value('mediasoup_server_recording_write_errors_total'), 1, 'one error for the room, not one per packet');
+      const errorLines = server.log().split('\n').filter((line) => line.includes('ERROR') && line.includes('rec-broken'));
+      assert.equal(errorLines.length, 1, `one error log line:\n${errorLines.join('\n')}`);
+    });
+  } finally {
+    await leaveAll([a, b]);
     const status = await server.stop();
     assert.equal(status.code, 0, `server exit: ${JSON.stringify(status)}`);
   }
