@@ -73,20 +73,24 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match command {
+        Command::Serve => run_async(serve(config)),
+        Command::Token(room) => print_room_url(&config, &room),
+        Command::Healthcheck => run_async(report_health(config)),
+    }
+}
+
+/// Runs `main` on a multi-threaded tokio runtime (only the commands that need one start it).
+fn run_async(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => runtime.block_on(main),
         Err(error) => {
             eprintln!("mediasoup-server: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    match command {
-        Command::Serve => runtime.block_on(serve(config)),
-        Command::Token(room) => print_room_url(&config, &room),
-        Command::Healthcheck => runtime.block_on(report_health(&config)),
     }
 }
 
@@ -114,7 +118,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 /// Prints the server's readiness and exits 0 only when it is ready.
-async fn report_health(config: &Config) -> ExitCode {
+async fn report_health(config: Config) -> ExitCode {
     let addr = healthcheck::target(config.listen_addr);
     match healthcheck::check(addr).await {
         Ok(body) => {

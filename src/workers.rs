@@ -21,6 +21,7 @@ use crate::bus::{Bus, WorkerClosed, WorkerDied, WorkerProbed, WorkerSpawned};
 use crate::config::Config;
 use crate::fatal_signal;
 use crate::health::Health;
+use crate::rooms::{listen_info, MediaPort};
 
 /// How often each worker is asked a cheap question, and how long it has to answer.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -204,16 +205,13 @@ fn webrtc_server_options(
     addr: SocketAddr,
     announced_address: Option<String>,
 ) -> WebRtcServerOptions {
-    let listen = |protocol| ListenInfo {
-        protocol,
-        ip: addr.ip(),
-        announced_address: announced_address.clone(),
-        expose_internal_ip: false,
-        port: Some(addr.port()),
-        port_range: None,
-        flags: None,
-        send_buffer_size: None,
-        recv_buffer_size: None,
+    let listen = |protocol| {
+        listen_info(
+            protocol,
+            addr.ip(),
+            announced_address.clone(),
+            MediaPort::Fixed(addr.port()),
+        )
     };
     WebRtcServerOptions::new(
         WebRtcServerListenInfos::new(listen(Protocol::Udp)).insert(listen(Protocol::Tcp)),

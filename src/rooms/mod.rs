@@ -22,7 +22,7 @@ use tracing::{info_span, Span};
 pub use codecs::media_codecs;
 pub use peer::{Peer, PeerError};
 pub use room::{Announcement, CloseSignal, Liveness, PeerCommand, PeerLink, Room};
-pub use transport::TransportSettings;
+pub use transport::{listen_info, MediaPort, TransportSettings};
 
 use crate::bus::{Bus, PeerId, RefusalReason, RoomName, RoomOpened, RouterClosed, RouterCreated};
 use crate::config::Limits;

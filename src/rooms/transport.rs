@@ -50,21 +50,49 @@ impl TransportSettings {
 
     /// Range mode: a UDP and a TCP socket of the transport's own (TCP only with `forceTcp`).
     fn listen_infos(&self, force_tcp: bool) -> WebRtcTransportListenInfos {
-        let listen = |protocol| ListenInfo {
-            protocol,
-            ip: self.listen_ip,
-            announced_address: self.announced_address.clone(),
-            expose_internal_ip: false,
-            port: None,
-            port_range: Some(self.rtc_ports.clone()),
-            flags: None,
-            send_buffer_size: None,
-            recv_buffer_size: None,
+        let listen = |protocol| {
+            listen_info(
+                protocol,
+                self.listen_ip,
+                self.announced_address.clone(),
+                MediaPort::Range(self.rtc_ports.clone()),
+            )
         };
         if force_tcp {
             WebRtcTransportListenInfos::new(listen(Protocol::Tcp))
         } else {
             WebRtcTransportListenInfos::new(listen(Protocol::Udp)).insert(listen(Protocol::Tcp))
         }
+    }
+}
+
+/// Where a media socket binds: any free port of the range, or one fixed port.
+pub enum MediaPort {
+    Range(RangeInclusive<u16>),
+    Fixed(u16),
+}
+
+/// A media socket on `ip`, announced as `announced_address` in ICE candidates: what both the
+/// per-transport sockets (range mode) and a worker's `WebRtcServer` (single-port mode) listen with.
+pub fn listen_info(
+    protocol: Protocol,
+    ip: IpAddr,
+    announced_address: Option<String>,
+    port: MediaPort,
+) -> ListenInfo {
+    let (port, port_range) = match port {
+        MediaPort::Range(range) => (None, Some(range)),
+        MediaPort::Fixed(port) => (Some(port), None),
+    };
+    ListenInfo {
+        protocol,
+        ip,
+        announced_address,
+        expose_internal_ip: false,
+        port,
+        port_range,
+        flags: None,
+        send_buffer_size: None,
+        recv_buffer_size: None,
     }
 }

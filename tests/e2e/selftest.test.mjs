@@ -8,7 +8,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,7 +15,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 
-import { REPO_ROOT, launchChromium, poll, scrape, startServer } from './lib/harness.mjs';
+import { REPO_ROOT, launchChromium, openUpgrade, poll, scrape, startServer } from './lib/harness.mjs';
 
 const SELFTEST_DIR = path.join(REPO_ROOT, 'src', 'selftest');
 const VERDICT_TIMEOUT_MS = 60_000;
@@ -161,59 +160,6 @@ test('self-test page with UDP to the media ports dropped: says TCP only and name
   assertMediaFlowed(result, server);
 });
 
-/**
- * A raw WebSocket upgrade that is kept open: {status, body, socket, closed} where `closed`
- * resolves with the close code of the first close frame the server sends.
- */
-function holdUpgrade({ host, port }, target, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const request = http.request({
-      host,
-      port,
-      path: target,
-      headers: {
-        Connection: 'Upgrade',
-        Upgrade: 'websocket',
-        'Sec-WebSocket-Version': '13',
-        'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
-        ...headers,
-      },
-    });
-    request.on('upgrade', (response, socket, head) => {
-      let buffer = head;
-      const closed = new Promise((resolveClose) => {
-        const look = () => {
-          // Server frames are unmasked: byte 0 = FIN|opcode, byte 1 = length (< 126 here).
-          while (buffer.length >= 2) {
-            const length = buffer[1] & 0x7f;
-            if (buffer.length < 2 + length) return;
-            if ((buffer[0] & 0x0f) === 0x8) {
-              resolveClose(length >= 2 ? buffer.readUInt16BE(2) : 1005);
-              return;
-            }
-            buffer = buffer.subarray(2 + length);
-          }
-        };
-        socket.on('data', (chunk) => {
-          buffer = Buffer.concat([buffer, chunk]);
-          look();
-        });
-        socket.on('close', () => resolveClose(null));
-        look();
-      });
-      resolve({ status: response.statusCode, socket, closed });
-    });
-    request.on('response', (response) => {
-      let body = '';
-      response.on('data', (chunk) => {
-        body += chunk;
-      });
-      response.on('end', () => resolve({ status: response.statusCode, body }));
-    });
-    request.on('error', reject);
-    request.end();
-  });
-}
 
 test('self-test page with a secret and an Origin allowlist: works, rooms take 2 peers and close after their lifetime', async (t) => {
   const lifetimeSecs = 12;
@@ -247,22 +193,22 @@ test('self-test page with a secret and an Origin allowlist: works, rooms take 2 
   assert.equal(session.lifetimeSecs, lifetimeSecs);
   const target = `/${session.room}?token=${session.token}`;
   const own = { Origin: ownOrigin };
-  assert.equal((await holdUpgrade(server.signaling, target, { Origin: 'https://evil.example' })).status, 403, 'a foreign Origin');
-  assert.equal((await holdUpgrade(server.signaling, `/${session.room}`, own)).status, 401, 'no token');
+  assert.equal((await openUpgrade(server.signaling, target, { Origin: 'https://evil.example' })).status, 403, 'a foreign Origin');
+  assert.equal((await openUpgrade(server.signaling, `/${session.room}`, own)).status, 401, 'no token');
   const other = await (await fetch(`${ownOrigin}/selftest/session`)).json();
-  assert.equal((await holdUpgrade(server.signaling, `/${session.room}?token=${other.token}`, own)).status, 403, "another room's token");
+  assert.equal((await openUpgrade(server.signaling, `/${session.room}?token=${other.token}`, own)).status, 403, "another room's token");
   const unminted = `selftest-${randomBytes(16).toString('hex')}`;
-  assert.equal((await holdUpgrade(server.signaling, `/${unminted}${server.tokenQuery(unminted)}`, own)).status, 403, 'a room the server did not mint');
+  assert.equal((await openUpgrade(server.signaling, `/${unminted}${server.tokenQuery(unminted)}`, own)).status, 403, 'a room the server did not mint');
   // The page's own origin is only good for self-test rooms: a table still needs an allowed Origin.
-  assert.equal((await holdUpgrade(server.signaling, `/table${server.tokenQuery('table')}`, own)).status, 403, 'a table room from the self-test origin');
+  assert.equal((await openUpgrade(server.signaling, `/table${server.tokenQuery('table')}`, own)).status, 403, 'a table room from the self-test origin');
 
   const fullBefore = (await scrape(server)).value('mediasoup_server_refusals_total', { reason: 'room_full' });
   for (const headers of [own, { Origin: FOREIGN_ORIGIN }]) {
-    const peer = await holdUpgrade(server.signaling, target, headers);
+    const peer = await openUpgrade(server.signaling, target, headers);
     held.push(peer);
     assert.equal(peer.status, 101, `peer ${held.length} admitted`);
   }
-  const third = await holdUpgrade(server.signaling, target, own);
+  const third = await openUpgrade(server.signaling, target, own);
   held.push(third);
   assert.equal(third.status, 503, 'a third peer is refused');
   assert.match(third.body, /full/);
@@ -279,7 +225,7 @@ test('self-test page with a secret and an Origin allowlist: works, rooms take 2 
   ]);
   t.diagnostic(`room closed ${Date.now() - started} ms after the peers joined; close codes ${codes}`);
   assert.deepEqual(codes, [1000, 1000]);
-  assert.equal((await holdUpgrade(server.signaling, target, own)).status, 403, 'an expired room cannot be joined');
+  assert.equal((await openUpgrade(server.signaling, target, own)).status, 403, 'an expired room cannot be joined');
 });
 
 test('self-test page behind nginx (the README config, TLS, sub-path /vtt/): reaches a verdict over wss', async (t) => {

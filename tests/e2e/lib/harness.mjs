@@ -189,13 +189,16 @@ export async function startServer({
  * (127.0.0.1, a secure context; the real-path test serves it on its veth address and tells
  * Chromium to treat that origin as secure).
  */
-/** The HTTP status a WebSocket upgrade of `path` with `headers` gets from `{host, port}`. */
-export function upgradeStatus({ host, port }, path, headers = {}) {
+/**
+ * A raw WebSocket upgrade that is kept open: {status, body, socket, closed} where `closed`
+ * resolves with the close code of the first close frame the server sends.
+ */
+export function openUpgrade({ host, port }, target, headers = {}) {
   return new Promise((resolve, reject) => {
     const request = http.request({
       host,
       port,
-      path,
+      path: target,
       headers: {
         Connection: 'Upgrade',
         Upgrade: 'websocket',
@@ -204,17 +207,47 @@ export function upgradeStatus({ host, port }, path, headers = {}) {
         ...headers,
       },
     });
-    request.on('upgrade', (response, socket) => {
-      socket.destroy();
-      resolve(response.statusCode);
+    request.on('upgrade', (response, socket, head) => {
+      let buffer = head;
+      const closed = new Promise((resolveClose) => {
+        const look = () => {
+          // Server frames are unmasked: byte 0 = FIN|opcode, byte 1 = length (< 126 here).
+          while (buffer.length >= 2) {
+            const length = buffer[1] & 0x7f;
+            if (buffer.length < 2 + length) return;
+            if ((buffer[0] & 0x0f) === 0x8) {
+              resolveClose(length >= 2 ? buffer.readUInt16BE(2) : 1005);
+              return;
+            }
+            buffer = buffer.subarray(2 + length);
+          }
+        };
+        socket.on('data', (chunk) => {
+          buffer = Buffer.concat([buffer, chunk]);
+          look();
+        });
+        socket.on('close', () => resolveClose(null));
+        look();
+      });
+      resolve({ status: response.statusCode, socket, closed });
     });
     request.on('response', (response) => {
-      response.resume();
-      resolve(response.statusCode);
+      let body = '';
+      response.on('data', (chunk) => {
+        body += chunk;
+      });
+      response.on('end', () => resolve({ status: response.statusCode, body }));
     });
     request.on('error', reject);
     request.end();
   });
+}
+
+/** The HTTP status a WebSocket upgrade of `path` with `headers` gets from `{host, port}`. */
+export async function upgradeStatus(server, path, headers = {}) {
+  const { status, socket } = await openUpgrade(server, path, headers);
+  socket?.destroy();
+  return status;
 }
 
 export async function startPageServer({ host = '127.0.0.1' } = {}) {
