@@ -27,10 +27,13 @@ import {
   waitOccupancy,
   TWO_PEERS_IN_ONE_ROOM,
 } from './lib/checks.mjs';
-import { launchBrowser, poll, scrape, startPageServer, startServer, upgradeStatus } from './lib/harness.mjs';
+import { launchBrowser, poll, scrape, singleMediaPort, startPageServer, startServer, upgradeStatus } from './lib/harness.mjs';
 import { createRealPath, establishedTcp, establishedTcpFromProc, startTcpRelay } from './lib/real-path.mjs';
 
 const ROUNDS = Number(process.env.E2E_LEAVE_ROUNDS ?? 20);
+// E2E_SINGLE_PORT=1: the same over the workers' one media port each (MEDIASOUP_RTC_PORT), where
+// every ICE-TCP connection goes through the worker's WebRtcServer (tests/e2e/run.sh runs both).
+const SINGLE_PORT = process.env.E2E_SINGLE_PORT === '1';
 const T0 = Date.now();
 const trace = process.env.E2E_TRACE ? (what) => console.log(`[${((Date.now() - T0) / 1000).toFixed(2)}] ${what}`) : () => {};
 const MODES = ['disconnect', 'close-tab', 'drop', 'replace'];
@@ -49,7 +52,7 @@ function tcpPorts(joinAnswer) {
   });
 }
 
-test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four ways for many rounds', async (t) => {
+test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE-TCP over a veth pair, peers leaving four ways for many rounds`, async (t) => {
   const started = Date.now();
   const realPath = await createRealPath();
   let server;
@@ -69,6 +72,7 @@ test('real network path: UDP and ICE-TCP over a veth pair, peers leaving four wa
       env: {
         MEDIASOUP_SECRET: randomBytes(24).toString('hex'),
         MEDIASOUP_ALLOWED_ORIGINS: new URL(pageServer.url).origin,
+        ...(SINGLE_PORT ? { MEDIASOUP_RTC_PORT: String(singleMediaPort()) } : {}),
       },
     });
     browser = await launchBrowser(pageServer.url, { realPath });

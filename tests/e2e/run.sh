@@ -14,4 +14,7 @@ repo_root="$(cd "$e2e_dir/../.." && pwd)"
 
 "$e2e_dir/setup.sh"
 cd "$repo_root"
-exec "$e2e_dir/netns.sh" node --test --test-concurrency=1 tests/e2e/
+# Then the real path once more in single-port mode (E2E_SINGLE_PORT_ROUNDS rounds, default 5):
+# every ICE-TCP connection through the workers' WebRtcServer.
+exec "$e2e_dir/netns.sh" bash -c 'node --test --test-concurrency=1 tests/e2e/ &&
+  E2E_SINGLE_PORT=1 E2E_LEAVE_ROUNDS="${E2E_SINGLE_PORT_ROUNDS:-5}" node --test tests/e2e/real-path.test.mjs'

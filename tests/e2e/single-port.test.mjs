@@ -4,11 +4,10 @@
 // one TCP media socket throughout (ss). Run: tests/e2e/run.sh
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import { test } from 'node:test';
 
 import { exchangeMedia, leaveAll, scenario } from './lib/checks.mjs';
-import { browserForFile, startServer } from './lib/harness.mjs';
+import { browserForFile, singleMediaPort, startServer } from './lib/harness.mjs';
 
 const shared = browserForFile();
 
@@ -53,8 +52,7 @@ async function mediaBetweenTwo(server, room, port, protocol) {
 
 test('single-port media: UDP, then TCP on the same port when UDP is dropped', async (t) => {
   assert.equal(process.env.E2E_IN_NETNS, '1', 'run through tests/e2e/netns.sh: the UDP drop must stay in its namespace');
-  // Above every range startServer picks (20000-60199).
-  const port = 61_000 + randomInt(0, 4_000);
+  const port = singleMediaPort();
   const server = await startServer({ numWorkers: 1, env: { MEDIASOUP_RTC_PORT: String(port) } });
   const step = scenario(t, server, () => shared.browser.diagnostics());
   const table = `e2e_single_port_${process.pid}`;

@@ -76,6 +76,11 @@ function freeTcpPort() {
   });
 }
 
+/** A single media port above every range startServer picks (20000-60199), for MEDIASOUP_RTC_PORT. */
+export function singleMediaPort() {
+  return 61_000 + randomInt(0, 4_000);
+}
+
 /**
  * Starts the real mediasoup-server binary and waits for /readyz. Signaling listens on
  * `signalingIp`, media on `mediaIp` (also the announced ICE address), both 127.0.0.1 unless
@@ -150,7 +155,10 @@ export async function startServer({
     },
     signaling: { host: signalingIp, port: listenPort },
     pid: child.pid,
-    rtcPorts: { min: rtcMinPort, max: rtcMinPort + 199 },
+    // The ports media may use: the range, or in single-port mode the workers' own ports.
+    rtcPorts: env.MEDIASOUP_RTC_PORT
+      ? { min: Number(env.MEDIASOUP_RTC_PORT), max: Number(env.MEDIASOUP_RTC_PORT) + numWorkers - 1 }
+      : { min: rtcMinPort, max: rtcMinPort + 199 },
     log: () => output.join(''),
     died,
     /** SIGTERM, then waits for the exit; returns {code, signal}. */
