@@ -1,7 +1,8 @@
 //! Memory over join/leave cycles: rooms of 10 peers, each with two transports, one audio
 //! producer and a consumer of every other peer's producer (the issue #12 shape). Prints the
 //! server's RSS idle, with everyone in, and after everyone left, for each cycle, and the join
-//! time. Run: `cargo bench --bench churn` (500 peers, 4 cycles).
+//! time, and what each stage of joining (connect, transports, producer, consumers) added per
+//! peer. Run: `cargo bench --bench churn` (500 peers, 4 cycles).
 //!
 //! CHURN_PEERS and CHURN_CYCLES change the size; CHURN_SERVER_<NAME>=value sets <NAME> in the
 //! server's environment (allocator experiments: CHURN_SERVER_LD_PRELOAD=...).
@@ -62,19 +63,40 @@ fn settled_rss(server: &Server) -> f64 {
     rss_mib(server)
 }
 
-/// Every peer of every room joins, produces audio and consumes the others; returns the
-/// clients and the time the joins took.
-async fn fill(server: &Server, peers: usize, cycle: usize) -> (Vec<Client>, Duration) {
+/// Server RSS added per peer by each stage of filling the rooms (KiB).
+struct Stages {
+    connect: f64,
+    join: f64,
+    produce: f64,
+    consume: f64,
+}
+
+/// Every peer of every room connects, then every peer joins, produces audio, and consumes
+/// the others, one stage after the other so that each stage's memory shows; returns the
+/// clients, what each stage added and the time it all took.
+async fn fill(server: &Server, peers: usize, cycle: usize) -> (Vec<Client>, Stages, Duration) {
     let started = Instant::now();
+    let per_peer = |from: f64| (rss_mib(server) - from) * 1024.0 / peers as f64;
+    let mut rss = rss_mib(server);
     let mut clients = Vec::with_capacity(peers);
-    let mut producers = Vec::with_capacity(peers);
     for n in 0..peers {
         let room = format!("/churn-{}", n / ROOM_SIZE);
-        let mut client = Client::connect(&server.url(&room), &format!("user-{cycle}-{n}")).await;
-        let joined = client.join().await;
-        producers.push(client.produce(&joined.send, "audio", "mic").await);
-        clients.push(client);
+        clients.push(Client::connect(&server.url(&room), &format!("user-{cycle}-{n}")).await);
     }
+    let connect = per_peer(rss);
+    rss = rss_mib(server);
+    let mut joined = Vec::with_capacity(peers);
+    for client in &mut clients {
+        joined.push(client.join().await);
+    }
+    let join = per_peer(rss);
+    rss = rss_mib(server);
+    let mut producers = Vec::with_capacity(peers);
+    for (client, joined) in clients.iter_mut().zip(&joined) {
+        producers.push(client.produce(&joined.send, "audio", "mic").await);
+    }
+    let produce = per_peer(rss);
+    rss = rss_mib(server);
     let caps = client_rtp_capabilities();
     for (n, client) in clients.iter_mut().enumerate() {
         let room = n / ROOM_SIZE;
@@ -88,7 +110,14 @@ async fn fill(server: &Server, peers: usize, cycle: usize) -> (Vec<Client>, Dura
                 .await;
         }
     }
-    (clients, started.elapsed())
+    let consume = per_peer(rss);
+    let stages = Stages {
+        connect,
+        join,
+        produce,
+        consume,
+    };
+    (clients, stages, started.elapsed())
 }
 
 #[tokio::main]
@@ -133,7 +162,7 @@ async fn main() {
     }
     println!("  idle: {idle:.1} MiB");
     for cycle in 1..=size.cycles {
-        let (clients, took) = fill(&server, size.peers, cycle).await;
+        let (clients, stages, took) = fill(&server, size.peers, cycle).await;
         server.wait_metric("mediasoup_server_peers", size.peers as f64);
         let full = rss_mib(&server);
         for client in clients {
@@ -155,6 +184,14 @@ async fn main() {
             left / idle,
             took.as_secs_f64() * 1000.0,
             took.as_secs_f64() * 1000.0 / size.peers as f64
+        );
+        println!(
+            "    per peer: connect {:.0} KiB, join (2 transports) {:.0} KiB, produce {:.0} KiB, {} consumes {:.0} KiB",
+            stages.connect,
+            stages.join,
+            stages.produce,
+            ROOM_SIZE - 1,
+            stages.consume
         );
     }
     drop(server);

@@ -437,6 +437,63 @@ async fn signaling_connections_have_tcp_keepalive() {
     assert!(sockets.contains("timer:(keepalive,"), "{sockets}");
 }
 
+/// Nagle's algorithm is off on the server's side of a signaling connection: otherwise a reply
+/// written right after a notification waits for the client's delayed ACK (40 ms on every
+/// produce, `cargo bench --bench churn`). The option is read from the server's own socket,
+/// duplicated with pidfd_getfd (needs root or ptrace rights over the server, as the suite has).
+#[tokio::test]
+async fn signaling_connections_send_without_nagle_delay() {
+    let server = Server::start(&[]);
+    let mut player = Client::connect(&server.url("/t"), "player-1").await;
+    player.ok("getRouterRtpCapabilities", json!({})).await;
+    let socket = established_socket_of(&server);
+    let nodelay = socket2::SockRef::from(&socket)
+        .tcp_nodelay()
+        .expect("read TCP_NODELAY");
+    assert!(
+        nodelay,
+        "TCP_NODELAY is off on the server's signaling socket"
+    );
+}
+
+/// A copy of the server's one established signaling socket.
+fn established_socket_of(server: &Server) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let pid = server.pid();
+    let port = format!("{:04X}", server.addr.port());
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("/proc net/tcp");
+    // Fields: sl local_address rem_address st ... inode (the 10th).
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f[1].ends_with(&format!(":{port}")) && f[3] == "01")
+        .map(|f| f[9].to_owned())
+        .collect();
+    assert_eq!(inodes.len(), 1, "one established connection: {table}");
+    let link = format!("socket:[{}]", inodes[0]);
+    let fd: i32 = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc fd")
+        .filter_map(Result::ok)
+        .find(|entry| std::fs::read_link(entry.path()).is_ok_and(|l| l.to_str() == Some(&link)))
+        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+        .expect("the server's descriptor of that socket");
+    // SAFETY: plain syscalls; the descriptor pidfd_getfd returns is new and owned here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0);
+        let error = std::io::Error::last_os_error();
+        libc::close(pidfd as i32);
+        assert!(copy >= 0, "pidfd_getfd: {error}");
+        std::os::fd::OwnedFd::from_raw_fd(copy as i32)
+    }
+}
+
 #[tokio::test]
 async fn rooms_and_peers_per_room_are_capped() {
     let server = Server::start(&[
