@@ -23,12 +23,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's defaults, read at its start (the `MALLOC_CONF` environment variable still
 /// overrides them): purge freed pages from a background thread within about a second, rather
-/// than only when the process allocates again.
+/// than only when the process allocates again; and no per-thread caches, which kept what
+/// departed peers freed until their thread allocated again (after-leave RSS 1.25x idle instead
+/// of 1.6x, with no measurable cost in CPU per join or per forwarded stream).
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[export_name = "malloc_conf"]
-pub static malloc_conf: &[u8; 60] =
-    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8; 73] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,tcache:false\0";
 
 /// EX_CONFIG from sysexits.h: systemd's unit does not restart on it.
 const EXIT_CONFIG: u8 = 78;
