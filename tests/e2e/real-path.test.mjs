@@ -185,6 +185,24 @@ test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE
       return connections;
     };
 
+    const funnel = (m) => byLabel(m, 'mediasoup_server_join_funnel_total', 'stage', JOIN_STAGES);
+    /**
+     * Waits until every peer that joined so far has passed every join_funnel_total stage; returns
+     * the scrape. first_media comes with the workers' first score event, which can follow the
+     * first RTP by a second or more on a loaded machine: a peer that left before it would never
+     * count it, so the rounds wait for it before their peers leave.
+     */
+    const funnelComplete = () =>
+      poll(
+        async () => {
+          const m = await scrape(server);
+          return JOIN_STAGES.every((stage) => funnel(m)[stage] >= evidence.joined) && m;
+        },
+        { timeoutMs: MEDIA_TIMEOUT_MS, what: `every join_funnel_total stage to reach ${evidence.joined}` },
+      ).catch(async (error) => {
+        throw new Error(`${error.message}: ${JSON.stringify(funnel(await scrape(server)))}`);
+      });
+
     /** Counts, for the peers about to leave (in MODES order), which ICE-TCP connections exist now. */
     const recordTcp = (members, connections) => {
       members.forEach((m, index) => {
@@ -268,6 +286,7 @@ test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE
         ]);
         trace(`round ${round}: joined`);
         const leaving = [ma, mb, mc, chain];
+        await funnelComplete();
         const connections = await settle([host, ...leaving]);
         trace(`round ${round}: settled`);
         recordTcp(leaving, connections);
@@ -312,17 +331,7 @@ test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE
 
     await step('after the rounds: media still decodes; everyone leaves; every gauge is 0, no worker died', async () => {
       await settle([host, chain], { decode: true });
-      // first_media comes with the workers' first score event, a moment after media flows.
-      const funnel = (m) => byLabel(m, 'mediasoup_server_join_funnel_total', 'stage', JOIN_STAGES);
-      const before = await poll(
-        async () => {
-          const m = await scrape(server);
-          return JOIN_STAGES.every((stage) => funnel(m)[stage] >= evidence.joined) && m;
-        },
-        { timeoutMs: MEDIA_TIMEOUT_MS, what: `every join_funnel_total stage to reach ${evidence.joined}` },
-      ).catch(async (error) => {
-        throw new Error(`${error.message}: ${JSON.stringify(funnel(await scrape(server)))}`);
-      });
+      const before = await funnelComplete();
       assert.deepEqual(
         funnel(before),
         Object.fromEntries(JOIN_STAGES.map((stage) => [stage, evidence.joined])),
