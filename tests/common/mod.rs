@@ -260,10 +260,22 @@ impl Server {
         }
     }
 
+    /// Waits for `/readyz` to answer 200; on timeout, fails with what `/readyz` last said and
+    /// the server's log, so that a start that never became ready shows why.
     pub fn wait_ready(&self) {
-        wait_until("the server to be ready", DEADLINE, || {
-            matches!(http_get(self.addr, "/readyz"), Ok((200, _)))
-        });
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let readyz = http_get(self.addr, "/readyz");
+            if matches!(readyz, Ok((200, _))) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for the server to be ready; /readyz: {readyz:?}; its log:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for `/readyz` to fail naming worker `index`.
