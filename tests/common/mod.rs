@@ -269,9 +269,15 @@ impl Server {
             if matches!(readyz, Ok((200, _))) {
                 return;
             }
+            let exited =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).is_ok_and(|stat| {
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('Z'))
+                });
             assert!(
-                Instant::now() < until,
-                "timed out waiting for the server to be ready; /readyz: {readyz:?}; its log:\n{}",
+                !exited && Instant::now() < until,
+                "the server {} instead of becoming ready; /readyz: {readyz:?}; its log:\n{}",
+                if exited { "exited" } else { "timed out" },
                 self.log().join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
