@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{upgrade_status, wait_until, Client, Server, BIN, DEADLINE};
+use common::{
+    parse_endpoint, socket_fds, upgrade_status, wait_until, Client, Server, BIN, DEADLINE,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
@@ -460,23 +462,22 @@ async fn signaling_connections_send_without_nagle_delay() {
 fn established_socket_of(server: &Server) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     let pid = server.pid();
-    let port = format!("{:04X}", server.addr.port());
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("/proc net/tcp");
-    // Fields: sl local_address rem_address st ... inode (the 10th).
-    let inodes: Vec<String> = table
+    const ESTABLISHED: &str = "01";
+    let inodes: Vec<u64> = table
         .lines()
         .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f[1].ends_with(&format!(":{port}")) && f[3] == "01")
-        .map(|f| f[9].to_owned())
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, local) = parse_endpoint(fields.get(1)?)?;
+            let established = fields.get(3) == Some(&ESTABLISHED);
+            (local == server.addr.port() && established).then(|| fields.get(9)?.parse().ok())?
+        })
         .collect();
     assert_eq!(inodes.len(), 1, "one established connection: {table}");
-    let link = format!("socket:[{}]", inodes[0]);
-    let fd: i32 = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc fd")
-        .filter_map(Result::ok)
-        .find(|entry| std::fs::read_link(entry.path()).is_ok_and(|l| l.to_str() == Some(&link)))
-        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+    let (fd, _) = socket_fds(pid)
+        .into_iter()
+        .find(|(_, inode)| *inode == inodes[0])
         .expect("the server's descriptor of that socket");
     // SAFETY: plain syscalls; the descriptor pidfd_getfd returns is new and owned here.
     unsafe {

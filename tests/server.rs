@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    http_get, producing, udp_and_tcp_candidates, wait_until, Client, FrozenWorker, Media, Server,
-    BIN, DEADLINE,
+    http_get, parse_endpoint, producing, socket_inodes, udp_and_tcp_candidates, wait_until, Client,
+    FrozenWorker, Media, Server, BIN, DEADLINE,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -537,35 +537,6 @@ fn bound_addresses(pid: i32, protocol: &str, port: u16) -> Vec<Ipv4Addr> {
             (local_port == port && owned.contains(&inode)).then_some(ip)
         })
         .collect()
-}
-
-/// `0100007F:2710` (as /proc/net/tcp and udp print it) -> 127.0.0.1, 10000.
-fn parse_endpoint(text: &str) -> Option<(Ipv4Addr, u16)> {
-    let (ip, port) = text.split_once(':')?;
-    let ip = u32::from_str_radix(ip, 16).ok()?;
-    Some((
-        Ipv4Addr::from(ip.to_ne_bytes()),
-        u16::from_str_radix(port, 16).ok()?,
-    ))
-}
-
-/// The inodes of the sockets process `pid` has open.
-fn socket_inodes(pid: i32) -> Vec<u64> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|fds| {
-            fds.filter_map(Result::ok)
-                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                .filter_map(|target| {
-                    let target = target.to_string_lossy().into_owned();
-                    target
-                        .strip_prefix("socket:[")?
-                        .strip_suffix(']')?
-                        .parse()
-                        .ok()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The IPv4 sockets of process `pid` for media: every UDP one, and the listening TCP ones

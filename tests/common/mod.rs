@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,6 +104,44 @@ pub fn free_media_ports(count: u16) -> u16 {
         }
     }
     panic!("no {count} free consecutive media ports from 40000 up");
+}
+
+/// `0100007F:2710` (as /proc/net/tcp and udp print it) -> 127.0.0.1, 10000.
+pub fn parse_endpoint(text: &str) -> Option<(Ipv4Addr, u16)> {
+    let (ip, port) = text.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    Some((
+        Ipv4Addr::from(ip.to_ne_bytes()),
+        u16::from_str_radix(port, 16).ok()?,
+    ))
+}
+
+/// The sockets process `pid` has open: (descriptor, inode) pairs.
+pub fn socket_fds(pid: i32) -> Vec<(i32, u64)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter_map(|fd| {
+                    let target = std::fs::read_link(fd.path()).ok()?;
+                    let inode = target
+                        .to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()?;
+                    Some((fd.file_name().to_str()?.parse().ok()?, inode))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The inodes of the sockets process `pid` has open.
+pub fn socket_inodes(pid: i32) -> Vec<u64> {
+    socket_fds(pid)
+        .into_iter()
+        .map(|(_, inode)| inode)
+        .collect()
 }
 
 /// Polls `condition` until it holds or `deadline` passes.
