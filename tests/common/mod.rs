@@ -37,18 +37,32 @@ pub fn raise_fd_limit() {
 /// Generous: the first start of a worker can take a moment on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Every port a test hands the server lies below the kernel's ephemeral range (32768 up on
+/// Linux), where no client connection of a parallel test can take it between the probe and the
+/// server's bind (a port probed free from the ephemeral range can be taken by any `connect`).
+/// Signaling and metrics ports: 20000-29999; RTC ranges: 30000-32759; single media ports:
+/// 10000-19999.
+const EPHEMERAL_PORTS_START: u16 = 32768;
+
+/// A loopback TCP port that is free now, from 20000-29999, starting at a different place per
+/// test process and never handed out twice by one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 625) as u16 * 16;
+    for _ in 0..10_000 {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-29999");
 }
 
 /// A distinct RTC port range per server within one test binary.
 fn rtc_range() -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let min = 30000 + n * 40;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % ((EPHEMERAL_PORTS_START - 30_000) / 40);
+    let min = 30_000 + n * 40;
     (min, min + 39)
 }
 
@@ -87,14 +101,14 @@ macro_rules! in_both_media_modes {
 }
 
 /// `count` consecutive ports free for UDP and TCP on every address, for `MEDIASOUP_RTC_PORT`:
-/// from 40000 up (outside the test ranges of [`rtc_range`] and the default range), starting
+/// from 10000-19999 (outside the test ranges of [`rtc_range`] and the default range), starting
 /// at a different place per test process.
 pub fn free_media_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let start = (std::process::id() % 1000) as u16 * 16;
     for _ in 0..1000 {
         let offset = NEXT.fetch_add(count, Ordering::Relaxed);
-        let first = 40000 + (start + offset) % 20000;
+        let first = 10_000 + (start + offset) % (10_000 - count);
         let free = (first..first + count).all(|port| {
             std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
                 && TcpListener::bind(("0.0.0.0", port)).is_ok()
@@ -103,7 +117,7 @@ pub fn free_media_ports(count: u16) -> u16 {
             return first;
         }
     }
-    panic!("no {count} free consecutive media ports from 40000 up");
+    panic!("no {count} free consecutive media ports in 10000-19999");
 }
 
 /// `0100007F:2710` (as /proc/net/tcp and udp print it) -> 127.0.0.1, 10000.

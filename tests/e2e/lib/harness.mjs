@@ -65,15 +65,28 @@ export function foundryUserId() {
   return [...randomBytes(16)].map((b) => alphabet[b % alphabet.length]).join('');
 }
 
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
+const handedOutPorts = new Set();
+
+/**
+ * A loopback TCP port that is free now, from 10000-19999: below the kernel's ephemeral range
+ * (32768 up), so no client connection can take it between this probe and the server's bind.
+ * Never the same port twice in one test process.
+ */
+async function freeTcpPort() {
+  for (let attempt = 0; attempt < 1_000; attempt++) {
+    const port = randomInt(10_000, 20_000);
+    if (handedOutPorts.has(port)) continue;
+    const free = await new Promise((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
     });
-  });
+    if (free) {
+      handedOutPorts.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free loopback port in 10000-19999');
 }
 
 /** A single media port above every range startServer picks (20000-60199), for MEDIASOUP_RTC_PORT. */
