@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tracing::Span;
 
@@ -33,8 +32,9 @@ pub struct Announcement {
     pub producer: ProducerId,
     pub user_id: Arc<str>,
     pub kind: MediaKind,
-    /// The client's appData with the producer's `rtpParameters` merged in.
-    pub app_data: Value,
+    /// What the others get as its `appData`, as JSON: written once, shared by every
+    /// `newProducer` that carries it (and held once per producer for late joiners).
+    pub app_data: Arc<RawValue>,
 }
 
 /// Asks a connection to close itself, with the reason given first.

@@ -299,7 +299,10 @@ pub async fn serve<S>(
                     Some(Ok(Message::Text(text))) => {
                         if rate.admit() {
                             let session = Session { outbox: &outbox, close: &close_signal, limits, room: &room };
-                            handle_request(&mut peer, &session, &mut shutdown, &text).await
+                            // Boxed: a request's future (mediasoup's inline) is KiBs, and
+                            // inline it would make every connection's task that large for its
+                            // whole life, idle or not.
+                            Box::pin(handle_request(&mut peer, &session, &mut shutdown, &text)).await
                         } else {
                             refuse_over_rate(&peer, &outbox, &rate, limits, &text)
                         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mediasoup::prelude::*;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::message::Request;
 use crate::rooms::{Announcement, Peer, PeerError};
@@ -53,6 +54,27 @@ struct TransportCreated<'a> {
     ice_parameters: &'a IceParameters,
     ice_candidates: &'a [IceCandidate],
     dtls_parameters: DtlsParameters,
+}
+
+/// A producer's `appData` as the others get it in `newProducer` (PROTOCOL.md): the client's own
+/// fields with the producer's `rtpParameters` merged in, in place of any the client sent.
+/// Written once here; every notification then carries the same text.
+fn announced_app_data(
+    mut client: Map<String, Value>,
+    rtp_parameters: &RtpParameters,
+) -> Arc<RawValue> {
+    #[derive(Serialize)]
+    struct AnnouncedAppData<'a> {
+        #[serde(flatten)]
+        client: &'a Map<String, Value>,
+        #[serde(rename = "rtpParameters")]
+        rtp_parameters: &'a RtpParameters,
+    }
+    client.remove("rtpParameters");
+    json(&AnnouncedAppData {
+        client: &client,
+        rtp_parameters,
+    })
 }
 
 /// `consume`'s answer.
@@ -148,13 +170,14 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
             rtp_parameters,
             app_data,
         } => {
+            let announced = announced_app_data(app_data.fields, &rtp_parameters);
             let id = peer
                 .produce(
                     transport_id,
                     kind,
                     rtp_parameters,
                     app_data.media_tag,
-                    app_data.fields,
+                    announced,
                 )
                 .await?;
             Ok(reply("produced", &Produced { id }))
@@ -197,5 +220,36 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
             peer.close_consumer(consumer_id)?;
             Ok(reply("consumerClosed", &Closed { closed: true }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_app_data_is_the_clients_with_the_producers_rtp_parameters() {
+        let client =
+            serde_json::json!({"mediaTag": "mic", "rtpParameters": "the client's", "x": [1]});
+        let Value::Object(client) = client else {
+            unreachable!()
+        };
+        let rtp_parameters = RtpParameters {
+            mid: Some("0".into()),
+            ..RtpParameters::default()
+        };
+        let text = announced_app_data(client, &rtp_parameters);
+        assert_eq!(
+            text.get().matches("rtpParameters").count(),
+            1,
+            "one rtpParameters key: {text}"
+        );
+        let parsed: Value = serde_json::from_str(text.get()).expect("JSON");
+        assert_eq!(parsed["mediaTag"], "mic");
+        assert_eq!(parsed["x"], serde_json::json!([1]));
+        assert_eq!(
+            parsed["rtpParameters"]["mid"], "0",
+            "the producer's, not the client's: {text}"
+        );
     }
 }

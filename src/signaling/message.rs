@@ -233,15 +233,27 @@ pub fn error_frame(error: &str) -> String {
     json!({ "type": "error", "error": error }).to_string()
 }
 
+/// `newProducer`, its `appData` written as it is.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewProducer<'a> {
+    r#type: &'static str,
+    producer_id: ProducerId,
+    user_id: &'a str,
+    kind: MediaKind,
+    app_data: &'a RawValue,
+}
+
 pub fn new_producer(announcement: &Announcement) -> String {
-    json!({
-        "type": "newProducer",
-        "producerId": announcement.producer,
-        "userId": announcement.user_id,
-        "kind": announcement.kind,
-        "appData": announcement.app_data,
-    })
-    .to_string()
+    let frame = NewProducer {
+        r#type: "newProducer",
+        producer_id: announcement.producer,
+        user_id: &announcement.user_id,
+        kind: announcement.kind,
+        app_data: &announcement.app_data,
+    };
+    // Ids, a str, a kind and valid JSON text always serialize.
+    serde_json::to_string(&frame).unwrap_or_default()
 }
 
 pub fn producer_closed(producer: ProducerId) -> String {

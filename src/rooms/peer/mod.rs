@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use mediasoup::prelude::*;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
@@ -214,7 +213,7 @@ impl Peer {
         kind: MediaKind,
         rtp_parameters: RtpParameters,
         media_tag: Arc<str>,
-        mut app_data: Map<String, Value>,
+        app_data: Arc<RawValue>,
     ) -> Result<ProducerId, PeerError> {
         let (transport, direction) = self.transport(transport_id)?;
         if direction != Direction::Send {
@@ -236,20 +235,16 @@ impl Peer {
         }
 
         let producer = transport
-            .produce(ProducerOptions::new(kind, rtp_parameters.clone()))
+            .produce(ProducerOptions::new(kind, rtp_parameters))
             .await
             .map_err(PeerError::Produce)?;
         self.watch_producer(&producer, media_tag.clone());
 
-        app_data.insert(
-            "rtpParameters".into(),
-            serde_json::to_value(&rtp_parameters).unwrap_or(Value::Null),
-        );
         let announcement = Announcement {
             producer: producer.id(),
             user_id,
             kind,
-            app_data: Value::Object(app_data),
+            app_data,
         };
         self.room.announce(self.id, announcement, &producer);
         let id = producer.id();

@@ -175,18 +175,22 @@ impl Peer {
                 events.emit(event);
             })
             .detach();
-        let events = self.events.clone();
-        consumer
-            .on_layers_change(move |layers| {
-                let event = ConsumerLayersChanged {
-                    peer,
-                    consumer: id,
-                    spatial: layers.as_ref().map(|l| l.spatial_layer),
-                    temporal: layers.as_ref().and_then(|l| l.temporal_layer),
-                };
-                events.emit(event);
-            })
-            .detach();
+        // Layers are simulcast's and SVC's: an audio consumer never reports any, and a handler
+        // costs memory per consumer (nine per peer in a room of ten).
+        if kind == MediaKind::Video {
+            let events = self.events.clone();
+            consumer
+                .on_layers_change(move |layers| {
+                    let event = ConsumerLayersChanged {
+                        peer,
+                        consumer: id,
+                        spatial: layers.as_ref().map(|l| l.spatial_layer),
+                        temporal: layers.as_ref().and_then(|l| l.temporal_layer),
+                    };
+                    events.emit(event);
+                })
+                .detach();
+        }
         for paused in [true, false] {
             let events = self.events.clone();
             let emit = move || {
