@@ -269,17 +269,20 @@ impl Peer {
     /// Pauses or resumes one of the peer's producers; its consumers follow in the worker.
     pub async fn pause_producer(&self, id: ProducerId, pause: bool) -> Result<(), PeerError> {
         let producer = self.own_producer(id)?;
+        let was_paused = producer.paused();
         if pause {
             producer.pause().await?;
         } else {
             producer.resume().await?;
         }
-        self.events.emit(ProducerPaused {
-            peer: self.id,
-            producer: id,
-            kind: producer.kind(),
-            paused: pause,
-        });
+        if was_paused != pause {
+            self.events.emit(ProducerPaused {
+                peer: self.id,
+                producer: id,
+                kind: producer.kind(),
+                paused: pause,
+            });
+        }
         Ok(())
     }
 
@@ -346,12 +349,15 @@ impl Peer {
             .consumers
             .get(&id)
             .ok_or(PeerError::UnknownConsumer(id))?;
+        let was_paused = consumer.paused();
         if pause {
             consumer.pause().await?;
         } else {
             consumer.resume().await?;
         }
-        self.consumer_paused(consumer, pause);
+        if was_paused != pause {
+            self.consumer_paused(consumer, pause);
+        }
         Ok(())
     }
 
