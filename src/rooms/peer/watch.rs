@@ -118,6 +118,13 @@ impl Peer {
                 events.emit(event);
             })
             .detach();
+        // The worker reports a producer's score once, when its first RTP arrives (and again only
+        // when it changes), which can be before the handler above exists: the browser sends as
+        // soon as its offer is set, before it has our answer. mediasoup keeps the last score (empty
+        // until RTP arrives), so read it once the handler is in place.
+        if producer.score().iter().any(|s| s.score > 0) {
+            self.join.reach(JoinStage::FirstMedia);
+        }
         let events = self.events.clone();
         producer
             .on_close(move || {
