@@ -228,10 +228,11 @@ impl WorkerPool {
         let exits = WorkerExits::new(config.num_workers.get());
         let mut workers = Vec::with_capacity(config.num_workers.get());
         for index in 0..config.num_workers.get() {
+            // No `rtc_port_range`: every listen info names its port or range itself, and the
+            // worker reads its own range only for listen infos that name neither.
             let mut settings = WorkerSettings::default();
             settings.log_level = config.worker_log_level;
             settings.log_tags = config.worker_log_tags.clone();
-            settings.rtc_port_range = config.rtc_ports.clone();
             settings.thread_initializer = Some(exits.thread_initializer(index));
             let worker = manager
                 .create_worker(settings)

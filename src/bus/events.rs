@@ -246,6 +246,7 @@ pub struct ProducerClosed {
     pub kind: MediaKind,
 }
 
+/// The peer paused or resumed its producer (its consumers follow in the worker, unannounced).
 #[derive(Debug, Clone)]
 pub struct ProducerPaused {
     pub peer: PeerId,
@@ -279,6 +280,8 @@ pub struct ConsumerClosed {
     pub kind: MediaKind,
 }
 
+/// The peer paused or resumed its consumer, or resumed it after creating it paused; a consumer
+/// paused because its producer was is not announced again (see [`ProducerPaused`]).
 #[derive(Debug, Clone)]
 pub struct ConsumerPaused {
     pub peer: PeerId,

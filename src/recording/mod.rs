@@ -476,45 +476,22 @@ pub fn file_name(name: &str) -> String {
     }
     if safe != name || safe.is_empty() {
         let hash = Sha256::digest(name.as_bytes());
-        let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
-        safe = format!("{safe}-{hex}");
+        safe = format!("{safe}-{}", hex::encode(&hash[..4]));
     }
     safe
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn utc_parts(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
-    let (year, month, day) = civil((secs / 86_400) as i64);
-    let rest = secs % 86_400;
-    (year, month, day, rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
 /// `20261130T071500Z`: a session directory's name.
 pub fn utc_stamp(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = utc_parts(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    let time = UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replace(['-', ':'], "")
 }
 
 /// `2026-11-30T07:15:00.123Z`.
 pub fn utc_iso(ms: u64) -> String {
-    let (y, mo, d, h, mi, s) = utc_parts(ms / 1000);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-        ms % 1000
-    )
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Where a room's sessions go, for tests and tools.

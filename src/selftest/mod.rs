@@ -190,18 +190,13 @@ impl SelfTest {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<SelfTestPeer, Refusal> {
-        if !self.minted().contains_key(room) {
-            return Err(self.admission.refused(RefusalReason::TokenInvalid));
-        }
-        self.admission.check_origin(headers, true)?;
-        self.admission.check_token(room, query)?;
         let mut minted = self.minted();
         let Some(entry) = minted.get_mut(room) else {
-            drop(minted);
             return Err(self.admission.refused(RefusalReason::TokenInvalid));
         };
+        self.admission.check_origin(headers, true)?;
+        self.admission.check_token(room, query)?;
         if entry.peers >= MAX_PEERS {
-            drop(minted);
             return Err(self.admission.refused(RefusalReason::RoomFull));
         }
         entry.peers += 1;
@@ -234,20 +229,8 @@ fn secured(mut response: Response<Body>) -> Response<Body> {
 /// 128 random bits from the kernel, in hex.
 fn random_hex() -> Option<String> {
     let mut bytes = [0u8; 16];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        let rest = &mut bytes[filled..];
-        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n <= 0 {
-            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return None;
-        }
-        filled += usize::try_from(n).ok()?;
-    }
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -20,12 +20,7 @@ const TOKEN_CONTEXT: &[u8] = b"mediasoup-server room token v1\0";
 
 /// The room token for `room`: hex HMAC-SHA256 of the room name under the secret.
 pub fn room_token(secret: &Secret, room: &str) -> String {
-    token_mac(secret, room)
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(token_mac(secret, room).finalize().into_bytes())
 }
 
 fn token_mac(secret: &Secret, room: &str) -> Hmac<Sha256> {
@@ -39,20 +34,10 @@ fn token_mac(secret: &Secret, room: &str) -> Hmac<Sha256> {
 
 /// Checks `token` (hex) for `room` in constant time.
 fn token_matches(secret: &Secret, room: &str, token: &str) -> bool {
-    let Some(bytes) = decode_hex(token) else {
+    let Ok(bytes) = hex::decode(token) else {
         return false;
     };
     token_mac(secret, room).verify_slice(&bytes).is_ok()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Why a connection is refused before it becomes a WebSocket, and what it is told.
@@ -64,8 +49,15 @@ impl Refusal {
         match self.0 {
             RefusalReason::TokenMissing => StatusCode::UNAUTHORIZED,
             RefusalReason::TokenInvalid | RefusalReason::Origin => StatusCode::FORBIDDEN,
-            RefusalReason::ConnectionsPerIp => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalReason::ConnectionsPerIp | RefusalReason::RequestRate => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            RefusalReason::UserIdTaken => StatusCode::CONFLICT,
+            RefusalReason::AppDataSize => StatusCode::PAYLOAD_TOO_LARGE,
+            RefusalReason::HandshakeTimeout => StatusCode::REQUEST_TIMEOUT,
+            RefusalReason::Connections | RefusalReason::RoomFull | RefusalReason::Rooms => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -77,7 +69,11 @@ impl Refusal {
             RefusalReason::Connections => "the server has too many connections: try again later\n",
             RefusalReason::ConnectionsPerIp => "too many connections from your address: close some first\n",
             RefusalReason::RoomFull => "the room is full\n",
-            _ => "refused\n",
+            RefusalReason::Rooms => "the server has as many rooms open as it allows: try again later\n",
+            RefusalReason::HandshakeTimeout => "the request did not arrive in time\n",
+            RefusalReason::RequestRate => "too many requests: slow down\n",
+            RefusalReason::UserIdTaken => "this user id is connected already\n",
+            RefusalReason::AppDataSize => "the appData is larger than this server allows\n",
         }
     }
 }

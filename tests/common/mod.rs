@@ -48,14 +48,34 @@ const EPHEMERAL_PORTS_START: u16 = 32768;
 /// test process and never handed out twice by one.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = (std::process::id() % 625) as u16 * 16;
-    for _ in 0..10_000 {
-        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    free_ports_in(20_000..30_000, 1, &NEXT, |port| {
+        TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// The first of `count` consecutive ports of `window` that `is_free` accepts. Parallel test
+/// processes start at different places (by pid) and each moves on at every call, so two of them
+/// rarely probe the same ports at once.
+fn free_ports_in(
+    window: std::ops::Range<u16>,
+    count: u16,
+    next: &AtomicU16,
+    is_free: impl Fn(u16) -> bool,
+) -> u16 {
+    let starts = u32::from(window.end - window.start - count + 1);
+    let own = std::process::id() % starts;
+    for _ in 0..starts {
+        let offset = u32::from(next.fetch_add(count, Ordering::Relaxed));
+        let first = window.start + ((own + offset) % starts) as u16;
+        if (first..first + count).all(&is_free) {
+            return first;
         }
     }
-    panic!("no free loopback port in 20000-29999");
+    panic!(
+        "no {count} free consecutive ports in {}-{}",
+        window.start,
+        window.end - 1
+    );
 }
 
 /// A distinct RTC port range per server within one test binary.
@@ -105,19 +125,10 @@ macro_rules! in_both_media_modes {
 /// at a different place per test process.
 pub fn free_media_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = (std::process::id() % 1000) as u16 * 16;
-    for _ in 0..1000 {
-        let offset = NEXT.fetch_add(count, Ordering::Relaxed);
-        let first = 10_000 + (start + offset) % (10_000 - count);
-        let free = (first..first + count).all(|port| {
-            std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
-                && TcpListener::bind(("0.0.0.0", port)).is_ok()
-        });
-        if free {
-            return first;
-        }
-    }
-    panic!("no {count} free consecutive media ports in 10000-19999");
+    free_ports_in(10_000..20_000, count, &NEXT, |port| {
+        std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+    })
 }
 
 /// `0100007F:2710` (as /proc/net/tcp and udp print it) -> 127.0.0.1, 10000.

@@ -6,16 +6,32 @@ use tracing::Span;
 
 use crate::bus::{Bus, Event, JoinFailed, JoinFailure, JoinProgressed, JoinStage, PeerId};
 
-/// Publishes events as part of one peer's session; cheap to clone into mediasoup's handlers.
+/// Publishes events as part of one peer's session. A clone is one pointer: every handler the
+/// peer registers with mediasoup holds one (four or five per consumer), and each handler's
+/// closure is an allocation of its own.
 #[derive(Clone)]
-pub(super) struct SessionEvents {
-    pub(super) bus: Bus,
-    pub(super) span: Span,
+pub(super) struct SessionEvents(Arc<Session>);
+
+struct Session {
+    bus: Bus,
+    span: Span,
 }
 
 impl SessionEvents {
+    pub(super) fn new(bus: Bus, span: Span) -> Self {
+        SessionEvents(Arc::new(Session { bus, span }))
+    }
+
+    pub(super) fn bus(&self) -> &Bus {
+        &self.0.bus
+    }
+
+    pub(super) fn span(&self) -> &Span {
+        &self.0.span
+    }
+
     pub(super) fn emit(&self, event: impl Into<Event>) {
-        self.bus.emit(&self.span, event);
+        self.0.bus.emit(&self.0.span, event);
     }
 }
 
@@ -27,24 +43,27 @@ struct JoinState {
     failed: bool,
 }
 
+/// Shared by the peer and its handlers; a clone is one pointer, as for [`SessionEvents`].
 #[derive(Clone)]
-pub(super) struct JoinTracker {
-    state: Arc<Mutex<JoinState>>,
+pub(super) struct JoinTracker(Arc<Join>);
+
+struct Join {
+    state: Mutex<JoinState>,
     peer: PeerId,
     events: SessionEvents,
 }
 
 impl JoinTracker {
     pub(super) fn new(peer: PeerId, events: SessionEvents) -> Self {
-        JoinTracker {
-            state: Arc::default(),
+        JoinTracker(Arc::new(Join {
+            state: Mutex::default(),
             peer,
             events,
-        }
+        }))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut JoinState) -> R) -> R {
-        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut self.0.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(super) fn reach(&self, stage: JoinStage) {
@@ -56,8 +75,8 @@ impl JoinTracker {
             new
         });
         if new {
-            let peer = self.peer;
-            self.events.emit(JoinProgressed { peer, stage });
+            let peer = self.0.peer;
+            self.0.events.emit(JoinProgressed { peer, stage });
         }
     }
 
@@ -77,8 +96,8 @@ impl JoinTracker {
             report
         });
         if report {
-            let peer = self.peer;
-            self.events.emit(JoinFailed { peer, reason });
+            let peer = self.0.peer;
+            self.0.events.emit(JoinFailed { peer, reason });
         }
     }
 

@@ -20,8 +20,8 @@ use join::{JoinTracker, SessionEvents};
 use super::room::{Announcement, PeerCommand, Room};
 use super::TransportSettings;
 use crate::bus::{
-    Bus, Counted, Direction, Event, JoinFailure, JoinStage, LeaveReason, Object, PeerId,
-    PeerJoined, PeerLeft, PeerReplaced,
+    Bus, ConsumerPaused, Counted, Direction, Event, JoinFailure, JoinStage, LeaveReason, Object,
+    PeerId, PeerJoined, PeerLeft, PeerReplaced, ProducerPaused,
 };
 
 pub struct Peer {
@@ -52,7 +52,7 @@ impl Peer {
         commands: mpsc::Sender<PeerCommand>,
     ) -> Self {
         let counted = bus.census().count(Object::Peer);
-        let events = SessionEvents { bus, span };
+        let events = SessionEvents::new(bus, span);
         let join = JoinTracker::new(id, events.clone());
         join.reach(JoinStage::SocketOpened);
         Peer {
@@ -73,7 +73,7 @@ impl Peer {
     }
 
     pub fn span(&self) -> &Span {
-        &self.events.span
+        self.events.span()
     }
 
     /// Publishes an event of this peer's session.
@@ -94,7 +94,7 @@ impl Peer {
         }
         let user_id: Arc<str> = user_id.into();
         self.user_id = Some(user_id.clone());
-        self.events.span.record("user_id", &*user_id);
+        self.events.span().record("user_id", &*user_id);
         let room = self.room.name.clone();
         if let Some(old) = self.room.identify(self.id, user_id.clone()) {
             self.events.emit(PeerReplaced {
@@ -266,12 +266,22 @@ impl Peer {
             .ok_or(PeerError::NotOwnProducer(id))
     }
 
+    /// Pauses or resumes one of the peer's producers; its consumers follow in the worker.
     pub async fn pause_producer(&self, id: ProducerId, pause: bool) -> Result<(), PeerError> {
         let producer = self.own_producer(id)?;
+        let was_paused = producer.paused();
         if pause {
             producer.pause().await?;
         } else {
             producer.resume().await?;
+        }
+        if was_paused != pause {
+            self.events.emit(ProducerPaused {
+                peer: self.id,
+                producer: id,
+                kind: producer.kind(),
+                paused: pause,
+            });
         }
         Ok(())
     }
@@ -327,6 +337,7 @@ impl Peer {
             .get(&id)
             .ok_or(PeerError::UnknownConsumer(id))?;
         consumer.resume().await?;
+        self.consumer_paused(consumer, false);
         if consumer.kind() == MediaKind::Video {
             consumer.request_key_frame().await?;
         }
@@ -338,12 +349,28 @@ impl Peer {
             .consumers
             .get(&id)
             .ok_or(PeerError::UnknownConsumer(id))?;
+        let was_paused = consumer.paused();
         if pause {
             consumer.pause().await?;
         } else {
             consumer.resume().await?;
         }
+        if was_paused != pause {
+            self.consumer_paused(consumer, pause);
+        }
         Ok(())
+    }
+
+    /// Emitted here, where the peer asks for it, rather than from the consumer's pause and resume
+    /// handlers: two handlers per consumer cost ~0.3 KiB each, nine consumers a peer in a room of
+    /// ten. A producer's pause reaches its consumers as one [`ProducerPaused`] instead.
+    fn consumer_paused(&self, consumer: &Consumer, paused: bool) {
+        self.events.emit(ConsumerPaused {
+            peer: self.id,
+            consumer: consumer.id(),
+            kind: consumer.kind(),
+            paused,
+        });
     }
 
     pub fn close_consumer(&mut self, id: ConsumerId) -> Result<(), PeerError> {

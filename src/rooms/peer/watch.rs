@@ -10,10 +10,9 @@ use mediasoup::types::data_structures::{DtlsState, IceState};
 
 use super::Peer;
 use crate::bus::{
-    ConsumerClosed, ConsumerCreated, ConsumerLayersChanged, ConsumerPaused, ConsumerScored,
-    Direction, DtlsStateChanged, IceStateChanged, IceTupleSelected, JoinFailure, JoinStage, Object,
-    ProducerClosed, ProducerCreated, ProducerPaused, ProducerScored, TransportClosed,
-    TransportCreated,
+    ConsumerClosed, ConsumerCreated, ConsumerLayersChanged, ConsumerScored, Direction,
+    DtlsStateChanged, IceStateChanged, IceTupleSelected, JoinFailure, JoinStage, Object,
+    ProducerClosed, ProducerCreated, ProducerScored, TransportClosed, TransportCreated,
 };
 use crate::rooms::room::PeerCommand;
 
@@ -23,7 +22,7 @@ impl Peer {
         let created = Instant::now();
         let counted = self
             .events
-            .bus
+            .bus()
             .census()
             .count(Object::Transport { direction, worker });
         self.events.emit(TransportCreated {
@@ -96,7 +95,7 @@ impl Peer {
 
     pub(super) fn watch_producer(&self, producer: &Producer, media_tag: Arc<str>) {
         let (peer, id, kind) = (self.id, producer.id(), producer.kind());
-        let counted = self.events.bus.census().count(Object::Producer(kind));
+        let counted = self.events.bus().census().count(Object::Producer(kind));
         self.events.emit(ProducerCreated {
             peer,
             producer: id,
@@ -119,22 +118,12 @@ impl Peer {
                 events.emit(event);
             })
             .detach();
-        for paused in [true, false] {
-            let events = self.events.clone();
-            let emit = move || {
-                let event = ProducerPaused {
-                    peer,
-                    producer: id,
-                    kind,
-                    paused,
-                };
-                events.emit(event);
-            };
-            if paused {
-                producer.on_pause(emit).detach();
-            } else {
-                producer.on_resume(emit).detach();
-            }
+        // The worker reports a producer's score once, when its first RTP arrives (and again only
+        // when it changes), which can be before the handler above exists: the browser sends as
+        // soon as its offer is set, before it has our answer. mediasoup keeps the last score (empty
+        // until RTP arrives), so read it once the handler is in place.
+        if producer.score().iter().any(|s| s.score > 0) {
+            self.join.reach(JoinStage::FirstMedia);
         }
         let events = self.events.clone();
         producer
@@ -152,7 +141,7 @@ impl Peer {
 
     pub(super) fn watch_consumer(&self, consumer: &Consumer) {
         let (peer, id, kind) = (self.id, consumer.id(), consumer.kind());
-        let counted = self.events.bus.census().count(Object::Consumer(kind));
+        let counted = self.events.bus().census().count(Object::Consumer(kind));
         self.events.emit(ConsumerCreated {
             peer,
             consumer: id,
@@ -190,23 +179,6 @@ impl Peer {
                     events.emit(event);
                 })
                 .detach();
-        }
-        for paused in [true, false] {
-            let events = self.events.clone();
-            let emit = move || {
-                let event = ConsumerPaused {
-                    peer,
-                    consumer: id,
-                    kind,
-                    paused,
-                };
-                events.emit(event);
-            };
-            if paused {
-                consumer.on_pause(emit).detach();
-            } else {
-                consumer.on_resume(emit).detach();
-            }
         }
         let commands = self.commands.clone();
         consumer
