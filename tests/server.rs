@@ -720,7 +720,9 @@ in_both_media_modes! {
         let (mut a, mut c1, _c2) = common::rooms_on_two_workers(&server).await;
 
         let frozen = FrozenWorker::freeze(server.pid(), 0);
-        let error = a.error("createWebRtcTransport", producing()).await;
+        // A TCP-only transport: not one of those prepared at connect, so the worker must make it.
+        let tcp_only = json!({"forceTcp": true, "producing": true, "consuming": false});
+        let error = a.error("createWebRtcTransport", tcp_only).await;
         assert!(
             error.contains("the media server did not answer within 10s"),
             "{error}"
@@ -736,6 +738,31 @@ in_both_media_modes! {
         frozen.thaw();
         a.ok("createWebRtcTransport", producing()).await;
         server.wait_ready();
+    }
+}
+
+in_both_media_modes! {
+    #[tokio::test]
+    async fn the_transports_a_peer_asks_for_are_made_when_it_connects(media) {
+        let server = Server::start_in(media, &[]);
+        let mut peer = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
+        peer.ok("getRouterRtpCapabilities", json!({})).await;
+        // The worker answers in order: once this TCP-only transport (made on request) exists, so
+        // do the two transports the peer got on connecting.
+        let tcp_only = json!({"forceTcp": true, "producing": false, "consuming": true});
+        peer.ok("createWebRtcTransport", tcp_only).await;
+        let frozen = FrozenWorker::freeze(server.pid(), 0);
+        // Answered although the worker cannot answer anything now.
+        let transport = peer.ok("createWebRtcTransport", producing()).await;
+        let protocols: Vec<&str> = transport["iceCandidates"]
+            .as_array()
+            .expect("candidates")
+            .iter()
+            .filter_map(|c| c["protocol"].as_str())
+            .collect();
+        assert_eq!(protocols, ["udp", "tcp"], "{transport}");
+        frozen.thaw();
+        server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 1.0);
     }
 }
 

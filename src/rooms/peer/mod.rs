@@ -4,6 +4,7 @@
 
 mod error;
 mod join;
+mod prepare;
 mod watch;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use tracing::Span;
 
 pub use error::PeerError;
 use join::{JoinTracker, SessionEvents};
+use prepare::Prepared;
 
 use super::room::{Announcement, PeerCommand, Room};
 use super::TransportSettings;
@@ -34,6 +36,9 @@ pub struct Peer {
     join: JoinTracker,
     send_transport: Option<WebRtcTransport>,
     recv_transport: Option<WebRtcTransport>,
+    /// The two transports, being created since the peer arrived (see [`prepare`]).
+    prepared_send: Prepared,
+    prepared_recv: Prepared,
     producers: HashMap<ProducerId, (Producer, Arc<str>)>,
     consumers: HashMap<ConsumerId, Consumer>,
     /// Why it leaves when dropped: disconnected unless [`leave`](Self::leave) says otherwise.
@@ -55,6 +60,11 @@ impl Peer {
         let events = SessionEvents::new(bus, span);
         let join = JoinTracker::new(id, events.clone());
         join.reach(JoinStage::SocketOpened);
+        let prepare = || {
+            let webrtc_server = room.placement.worker().webrtc_server.as_ref();
+            Prepared::start(&room.router, settings.options(false, webrtc_server))
+        };
+        let (prepared_send, prepared_recv) = (prepare(), prepare());
         Peer {
             id,
             room,
@@ -65,6 +75,8 @@ impl Peer {
             join,
             send_transport: None,
             recv_transport: None,
+            prepared_send,
+            prepared_recv,
             producers: HashMap::new(),
             consumers: HashMap::new(),
             leave_reason: LeaveReason::Disconnected,
@@ -146,24 +158,17 @@ impl Peer {
             (false, true) => Direction::Recv,
             _ => return Err(PeerError::AmbiguousTransport),
         };
-        let slot = match direction {
-            Direction::Send => &self.send_transport,
-            Direction::Recv => &self.recv_transport,
+        let (slot, prepared) = match direction {
+            Direction::Send => (&self.send_transport, &mut self.prepared_send),
+            Direction::Recv => (&self.recv_transport, &mut self.prepared_recv),
         };
         if slot.is_some() {
             return Err(PeerError::TransportExists(role(direction)));
         }
-        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
-        let options = self.settings.options(force_tcp, webrtc_server);
-        let transport = self
-            .room
-            .router
-            .create_webrtc_transport(options)
-            .await
-            .map_err(|error| match webrtc_server {
-                Some(_) => PeerError::CreateSharedPortTransport(error),
-                None => PeerError::CreateTransport(error),
-            })?;
+        let transport = match prepared.take(force_tcp).await {
+            Some(transport) => transport,
+            None => self.new_transport(force_tcp).await?,
+        };
         self.watch_transport(&transport, direction);
         let announcements = match direction {
             Direction::Send => {
@@ -179,6 +184,20 @@ impl Peer {
             self.join.reach(JoinStage::TransportsCreated);
         }
         Ok((transport, announcements))
+    }
+
+    /// A transport made for this request: one with `forceTcp`, or when preparing one failed.
+    async fn new_transport(&self, force_tcp: bool) -> Result<WebRtcTransport, PeerError> {
+        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
+        let options = self.settings.options(force_tcp, webrtc_server);
+        self.room
+            .router
+            .create_webrtc_transport(options)
+            .await
+            .map_err(|error| match webrtc_server {
+                Some(_) => PeerError::CreateSharedPortTransport(error),
+                None => PeerError::CreateTransport(error),
+            })
     }
 
     fn transport(&self, id: TransportId) -> Result<(&WebRtcTransport, Direction), PeerError> {
