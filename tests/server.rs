@@ -743,12 +743,12 @@ in_both_media_modes! {
 
 in_both_media_modes! {
     #[tokio::test]
-    async fn the_transports_a_peer_asks_for_are_made_when_it_connects(media) {
+    async fn a_peers_transports_are_made_once_it_asks_for_the_router_capabilities(media) {
         let server = Server::start_in(media, &[]);
         let mut peer = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
         peer.ok("getRouterRtpCapabilities", json!({})).await;
         // The worker answers in order: once this TCP-only transport (made on request) exists, so
-        // do the two transports the peer got on connecting.
+        // do the two made ahead when the peer asked for the capabilities.
         let tcp_only = json!({"forceTcp": true, "producing": false, "consuming": true});
         peer.ok("createWebRtcTransport", tcp_only).await;
         let frozen = FrozenWorker::freeze(server.pid(), 0);

@@ -36,9 +36,9 @@ pub struct Peer {
     join: JoinTracker,
     send_transport: Option<WebRtcTransport>,
     recv_transport: Option<WebRtcTransport>,
-    /// The two transports, being created since the peer arrived (see [`prepare`]).
-    prepared_send: Prepared,
-    prepared_recv: Prepared,
+    /// Its two transports, being made since it asked for the router's capabilities (see
+    /// [`prepare`]); `None` before.
+    prepared: Option<Prepared>,
     producers: HashMap<ProducerId, (Producer, Arc<str>)>,
     consumers: HashMap<ConsumerId, Consumer>,
     /// Why it leaves when dropped: disconnected unless [`leave`](Self::leave) says otherwise.
@@ -60,11 +60,6 @@ impl Peer {
         let events = SessionEvents::new(bus, span);
         let join = JoinTracker::new(id, events.clone());
         join.reach(JoinStage::SocketOpened);
-        let prepare = || {
-            let webrtc_server = room.placement.worker().webrtc_server.as_ref();
-            Prepared::start(&room.router, settings.options(false, webrtc_server))
-        };
-        let (prepared_send, prepared_recv) = (prepare(), prepare());
         Peer {
             id,
             room,
@@ -75,8 +70,7 @@ impl Peer {
             join,
             send_transport: None,
             recv_transport: None,
-            prepared_send,
-            prepared_recv,
+            prepared: None,
             producers: HashMap::new(),
             consumers: HashMap::new(),
             leave_reason: LeaveReason::Disconnected,
@@ -124,12 +118,18 @@ impl Peer {
         Ok(())
     }
 
-    /// The router's RTP capabilities as JSON (see [`Room::capabilities_json`]).
+    /// The router's RTP capabilities as JSON (see [`Room::capabilities_json`]); the first time,
+    /// also starts making the peer's transports (see [`prepare`]).
     pub fn rtp_capabilities(
-        &self,
+        &mut self,
         serialize: impl FnOnce(&RtpCapabilitiesFinalized) -> Arc<RawValue>,
     ) -> Arc<RawValue> {
         self.join.reach(JoinStage::RtpCapabilities);
+        if self.prepared.is_none() {
+            let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
+            let options = self.settings.options(false, webrtc_server);
+            self.prepared = Some(Prepared::start(&self.room.router, options));
+        }
         self.room.capabilities_json(serialize)
     }
 
@@ -158,14 +158,18 @@ impl Peer {
             (false, true) => Direction::Recv,
             _ => return Err(PeerError::AmbiguousTransport),
         };
-        let (slot, prepared) = match direction {
-            Direction::Send => (&self.send_transport, &mut self.prepared_send),
-            Direction::Recv => (&self.recv_transport, &mut self.prepared_recv),
+        let slot = match direction {
+            Direction::Send => &self.send_transport,
+            Direction::Recv => &self.recv_transport,
         };
         if slot.is_some() {
             return Err(PeerError::TransportExists(role(direction)));
         }
-        let transport = match prepared.take(force_tcp).await {
+        let prepared = match &mut self.prepared {
+            Some(prepared) => prepared.take(direction, force_tcp).await,
+            None => None,
+        };
+        let transport = match prepared {
             Some(transport) => transport,
             None => self.new_transport(force_tcp).await?,
         };

@@ -1,39 +1,61 @@
-//! A peer's two transports, started as soon as it connects. The module asks for both right
-//! after connecting (PROTOCOL.md, join order) and never with `forceTcp`, so the worker builds
-//! them while the client's first requests travel, and `createWebRtcTransport` is answered
-//! without waiting for a worker round trip (LiveKit likewise sets up a participant's transports
-//! when it joins).
+//! A peer's two transports, made ahead of its requests. The module asks for the router's
+//! capabilities and then, without `forceTcp`, for both transports (PROTOCOL.md, join order), so
+//! once it has asked for the capabilities the worker builds the transports while the answer
+//! travels and the browser loads it, and `createWebRtcTransport` is answered without waiting
+//! for a worker round trip (LiveKit likewise sets up a participant's transports when it joins).
+//! A connection that never asks for the capabilities costs no transports.
 
 use mediasoup::prelude::*;
 use tokio::task::JoinHandle;
 
+use crate::bus::Direction;
 use crate::workers::REQUEST_DEADLINE;
 
-/// One transport being created for a request that has not come yet. Dropping it drops the
-/// transport once the worker has made it (mediasoup closes on drop); the creation is not cut
+/// A transport being made for a request that has not come yet; `None` when making it failed
+/// (the request then makes its own, which reports the error if there still is one).
+type Making = JoinHandle<Option<WebRtcTransport>>;
+
+/// The producing and the consuming transport, until the peer asks for them. Dropping one drops
+/// its transport once the worker has made it (mediasoup closes on drop): the making is not cut
 /// short when the peer goes, since a transport the worker makes for a dropped request would stay
-/// until its router closes. A failure is not kept: the request then creates its transport itself and reports it.
-pub(super) struct Prepared(Option<JoinHandle<Option<WebRtcTransport>>>);
+/// until its router closes.
+pub(super) struct Prepared {
+    send: Option<Making>,
+    recv: Option<Making>,
+}
 
 impl Prepared {
-    /// Starts creating a transport with `options` (UDP and TCP, no `forceTcp`).
+    /// Starts making both, with `options` (UDP and TCP: no `forceTcp`).
     pub(super) fn start(router: &Router, options: WebRtcTransportOptions) -> Self {
-        let router = router.clone();
-        Prepared(Some(tokio::spawn(async move {
-            tokio::time::timeout(REQUEST_DEADLINE, router.create_webrtc_transport(options))
-                .await
-                .ok()?
-                .ok()
-        })))
+        let make = |options| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(REQUEST_DEADLINE, router.create_webrtc_transport(options))
+                    .await
+                    .ok()?
+                    .ok()
+            })
+        };
+        Prepared {
+            send: Some(make(options.clone())),
+            recv: Some(make(options)),
+        }
     }
 
-    /// The prepared transport, once the worker has made it, if the request asks for what was
-    /// prepared (not `forceTcp`); `None` also when preparing it failed.
-    pub(super) async fn take(&mut self, force_tcp: bool) -> Option<WebRtcTransport> {
-        let handle = self.0.take()?;
+    /// The transport prepared for `direction`, once the worker has made it, if the request asks
+    /// for what was prepared (not `forceTcp`); at most once per direction.
+    pub(super) async fn take(
+        &mut self,
+        direction: Direction,
+        force_tcp: bool,
+    ) -> Option<WebRtcTransport> {
+        let making = match direction {
+            Direction::Send => self.send.take(),
+            Direction::Recv => self.recv.take(),
+        }?;
         if force_tcp {
             return None;
         }
-        handle.await.ok().flatten()
+        making.await.ok().flatten()
     }
 }
