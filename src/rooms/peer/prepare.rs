@@ -7,6 +7,7 @@
 
 use mediasoup::prelude::*;
 use tokio::task::JoinHandle;
+use tracing::{debug, Instrument};
 
 use crate::bus::Direction;
 use crate::workers::REQUEST_DEADLINE;
@@ -29,12 +30,22 @@ impl Prepared {
     pub(super) fn start(router: &Router, options: WebRtcTransportOptions) -> Self {
         let make = |options| {
             let router = router.clone();
-            tokio::spawn(async move {
-                tokio::time::timeout(REQUEST_DEADLINE, router.create_webrtc_transport(options))
-                    .await
-                    .ok()?
-                    .ok()
-            })
+            let making = async move {
+                let made =
+                    tokio::time::timeout(REQUEST_DEADLINE, router.create_webrtc_transport(options));
+                match made.await {
+                    Ok(Ok(transport)) => Some(transport),
+                    Ok(Err(error)) => {
+                        debug!(%error, "could not make a transport ahead; its request will try");
+                        None
+                    }
+                    Err(_) => {
+                        debug!("the worker did not make a transport ahead in time");
+                        None
+                    }
+                }
+            };
+            tokio::spawn(making.in_current_span())
         };
         Prepared {
             send: Some(make(options.clone())),
