@@ -766,6 +766,31 @@ in_both_media_modes! {
     }
 }
 
+#[tokio::test]
+async fn peers_that_leave_right_after_asking_for_the_capabilities_leave_no_transport_behind() {
+    let server = Server::start(&[]);
+    let udp_sockets = || media_sockets(server.pid(), "udp", &[]).len();
+    // Keeps the room and its router open, with its two transports (a UDP socket each).
+    let mut stays = Client::connect(&server.url("/table"), "ssssssssssssssss").await;
+    stays.ok("getRouterRtpCapabilities", json!({})).await;
+    stays.ok("createWebRtcTransport", producing()).await;
+    let consuming = json!({"producing": false, "consuming": true});
+    stays.ok("createWebRtcTransport", consuming).await;
+    wait_until("the staying peer's two UDP sockets", DEADLINE, || {
+        udp_sockets() == 2
+    });
+    for n in 0..50 {
+        let user = format!("leaver{n:010}");
+        let mut leaver = Client::connect(&server.url("/table"), &user).await;
+        leaver.ok("getRouterRtpCapabilities", json!({})).await;
+        leaver.close().await;
+    }
+    wait_until("the leavers' prepared transports closed", DEADLINE, || {
+        udp_sockets() == 2
+    });
+    server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 1.0);
+}
+
 in_both_media_modes! {
     #[tokio::test]
     async fn a_room_whose_worker_hangs_is_refused_and_opens_later(media) {

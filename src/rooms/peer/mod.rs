@@ -126,8 +126,7 @@ impl Peer {
     ) -> Arc<RawValue> {
         self.join.reach(JoinStage::RtpCapabilities);
         if self.prepared.is_none() {
-            let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
-            let options = self.settings.options(false, webrtc_server);
+            let options = self.transport_options(false);
             self.prepared = Some(Prepared::start(&self.room.router, options));
         }
         self.room.capabilities_json(serialize)
@@ -192,16 +191,24 @@ impl Peer {
 
     /// A transport made for this request: one with `forceTcp`, or when preparing one failed.
     async fn new_transport(&self, force_tcp: bool) -> Result<WebRtcTransport, PeerError> {
-        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
-        let options = self.settings.options(force_tcp, webrtc_server);
+        let shared_port = self.room.placement.worker().webrtc_server.is_some();
         self.room
             .router
-            .create_webrtc_transport(options)
+            .create_webrtc_transport(self.transport_options(force_tcp))
             .await
-            .map_err(|error| match webrtc_server {
-                Some(_) => PeerError::CreateSharedPortTransport(error),
-                None => PeerError::CreateTransport(error),
+            .map_err(|error| {
+                if shared_port {
+                    PeerError::CreateSharedPortTransport(error)
+                } else {
+                    PeerError::CreateTransport(error)
+                }
             })
+    }
+
+    /// Options for a transport on this peer's worker (its shared port in single-port mode).
+    fn transport_options(&self, force_tcp: bool) -> WebRtcTransportOptions {
+        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
+        self.settings.options(force_tcp, webrtc_server)
     }
 
     fn transport(&self, id: TransportId) -> Result<(&WebRtcTransport, Direction), PeerError> {
