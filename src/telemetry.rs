@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{Level, Metadata, Subscriber};
-use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::filter::{FilterExt, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter};
 
@@ -170,6 +170,13 @@ impl<S: Subscriber> Filter<S> for WorkerLogLimit {
         }
     }
 
+    /// Every level passes. Without a hint the combined filter would have none, the `log` crate's
+    /// level would stay at trace, and each of the mediasoup crate's debug lines (several per
+    /// request) would be built and offered to the subscriber only to be dropped.
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::TRACE)
+    }
+
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
         if is_limited(meta) {
             tracing::subscriber::Interest::sometimes()
@@ -193,5 +200,14 @@ mod tests {
         );
         assert!(escaped(b"plain line\twith tab\n").is_none());
         assert!(escaped(b"\x1b[32m INFO\x1b[0m coloured\n").is_none());
+    }
+
+    #[test]
+    fn the_worker_log_limit_keeps_the_level_of_the_filter_it_joins() {
+        let filter = EnvFilter::new("info").and(WorkerLogLimit);
+        assert_eq!(
+            Filter::<Registry>::max_level_hint(&filter),
+            Some(LevelFilter::INFO)
+        );
     }
 }

@@ -8,11 +8,12 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mediasoup::prelude::*;
 use mediasoup::worker::{CreateWebRtcServerError, WorkerSettings};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tracing::Span;
@@ -42,6 +43,30 @@ pub struct PoolWorker {
     pub webrtc_server: Option<WebRtcServer>,
     peers: AtomicUsize,
     rooms: AtomicUsize,
+    /// Its transports' DTLS parameters as JSON, with the parameters it was written from: a
+    /// worker has one certificate, so they are the same for all its transports, and their five
+    /// fingerprints take longer to write than the rest of a transport's answer.
+    dtls_json: Mutex<Option<(DtlsParameters, Arc<RawValue>)>>,
+}
+
+impl PoolWorker {
+    /// `parameters` (of one of this worker's transports) as JSON: written by `serialize`, and
+    /// reused while the parameters are the same.
+    pub fn dtls_json(
+        &self,
+        parameters: DtlsParameters,
+        serialize: impl FnOnce(&DtlsParameters) -> Arc<RawValue>,
+    ) -> Arc<RawValue> {
+        let mut known = self.dtls_json.lock().unwrap_or_else(|e| e.into_inner());
+        match &*known {
+            Some((written, json)) if *written == parameters => Arc::clone(json),
+            _ => {
+                let json = serialize(&parameters);
+                *known = Some((parameters, Arc::clone(&json)));
+                json
+            }
+        }
+    }
 }
 
 /// Counts a room (and its peers) against a worker while it lives.
@@ -293,6 +318,7 @@ impl WorkerPool {
                 webrtc_server,
                 peers: AtomicUsize::new(0),
                 rooms: AtomicUsize::new(0),
+                dtls_json: Mutex::new(None),
             }));
         }
         Ok(WorkerPool {

@@ -720,7 +720,9 @@ in_both_media_modes! {
         let (mut a, mut c1, _c2) = common::rooms_on_two_workers(&server).await;
 
         let frozen = FrozenWorker::freeze(server.pid(), 0);
-        let error = a.error("createWebRtcTransport", producing()).await;
+        // A TCP-only transport: not one of those prepared at connect, so the worker must make it.
+        let tcp_only = json!({"forceTcp": true, "producing": true, "consuming": false});
+        let error = a.error("createWebRtcTransport", tcp_only).await;
         assert!(
             error.contains("the media server did not answer within 10s"),
             "{error}"
@@ -737,6 +739,56 @@ in_both_media_modes! {
         a.ok("createWebRtcTransport", producing()).await;
         server.wait_ready();
     }
+}
+
+in_both_media_modes! {
+    #[tokio::test]
+    async fn a_peers_transports_are_made_once_it_asks_for_the_router_capabilities(media) {
+        let server = Server::start_in(media, &[]);
+        let mut peer = Client::connect(&server.url("/table"), "aaaaaaaaaaaaaaaa").await;
+        peer.ok("getRouterRtpCapabilities", json!({})).await;
+        // The worker answers in order: once this TCP-only transport (made on request) exists, so
+        // do the two made ahead when the peer asked for the capabilities.
+        let tcp_only = json!({"forceTcp": true, "producing": false, "consuming": true});
+        peer.ok("createWebRtcTransport", tcp_only).await;
+        let frozen = FrozenWorker::freeze(server.pid(), 0);
+        // Answered although the worker cannot answer anything now.
+        let transport = peer.ok("createWebRtcTransport", producing()).await;
+        let protocols: Vec<&str> = transport["iceCandidates"]
+            .as_array()
+            .expect("candidates")
+            .iter()
+            .filter_map(|c| c["protocol"].as_str())
+            .collect();
+        assert_eq!(protocols, ["udp", "tcp"], "{transport}");
+        frozen.thaw();
+        server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 1.0);
+    }
+}
+
+#[tokio::test]
+async fn peers_that_leave_right_after_asking_for_the_capabilities_leave_no_transport_behind() {
+    let server = Server::start(&[]);
+    let udp_sockets = || media_sockets(server.pid(), "udp", &[]).len();
+    // Keeps the room and its router open, with its two transports (a UDP socket each).
+    let mut stays = Client::connect(&server.url("/table"), "ssssssssssssssss").await;
+    stays.ok("getRouterRtpCapabilities", json!({})).await;
+    stays.ok("createWebRtcTransport", producing()).await;
+    let consuming = json!({"producing": false, "consuming": true});
+    stays.ok("createWebRtcTransport", consuming).await;
+    wait_until("the staying peer's two UDP sockets", DEADLINE, || {
+        udp_sockets() == 2
+    });
+    for n in 0..50 {
+        let user = format!("leaver{n:010}");
+        let mut leaver = Client::connect(&server.url("/table"), &user).await;
+        leaver.ok("getRouterRtpCapabilities", json!({})).await;
+        leaver.close().await;
+    }
+    wait_until("the leavers' prepared transports closed", DEADLINE, || {
+        udp_sockets() == 2
+    });
+    server.wait_metric("mediasoup_server_transports{direction=\"send\"}", 1.0);
 }
 
 in_both_media_modes! {

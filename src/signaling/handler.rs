@@ -53,7 +53,7 @@ struct TransportCreated<'a> {
     id: TransportId,
     ice_parameters: &'a IceParameters,
     ice_candidates: &'a [IceCandidate],
-    dtls_parameters: DtlsParameters,
+    dtls_parameters: &'a RawValue,
 }
 
 /// A producer's `appData` as the others get it in `newProducer` (PROTOCOL.md): the client's own
@@ -144,11 +144,13 @@ async fn carry_out(peer: &mut Peer, request: Request) -> Result<Reply, PeerError
             let (transport, announcements) = peer
                 .create_transport(producing, consuming, force_tcp)
                 .await?;
+            let worker = peer.room.placement.worker();
+            let dtls_parameters = worker.dtls_json(transport.dtls_parameters(), json);
             let data = json(&TransportCreated {
                 id: transport.id(),
                 ice_parameters: transport.ice_parameters(),
                 ice_candidates: transport.ice_candidates(),
-                dtls_parameters: transport.dtls_parameters(),
+                dtls_parameters: &dtls_parameters,
             });
             Ok(Reply {
                 kind: "transportCreated",

@@ -4,6 +4,7 @@
 
 mod error;
 mod join;
+mod prepare;
 mod watch;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use tracing::Span;
 
 pub use error::PeerError;
 use join::{JoinTracker, SessionEvents};
+use prepare::Prepared;
 
 use super::room::{Announcement, PeerCommand, Room};
 use super::TransportSettings;
@@ -34,6 +36,9 @@ pub struct Peer {
     join: JoinTracker,
     send_transport: Option<WebRtcTransport>,
     recv_transport: Option<WebRtcTransport>,
+    /// Its two transports, being made since it asked for the router's capabilities (see
+    /// [`prepare`]); `None` before.
+    prepared: Option<Prepared>,
     producers: HashMap<ProducerId, (Producer, Arc<str>)>,
     consumers: HashMap<ConsumerId, Consumer>,
     /// Why it leaves when dropped: disconnected unless [`leave`](Self::leave) says otherwise.
@@ -65,6 +70,7 @@ impl Peer {
             join,
             send_transport: None,
             recv_transport: None,
+            prepared: None,
             producers: HashMap::new(),
             consumers: HashMap::new(),
             leave_reason: LeaveReason::Disconnected,
@@ -112,12 +118,17 @@ impl Peer {
         Ok(())
     }
 
-    /// The router's RTP capabilities as JSON (see [`Room::capabilities_json`]).
+    /// The router's RTP capabilities as JSON (see [`Room::capabilities_json`]); the first time,
+    /// also starts making the peer's transports (see [`prepare`]).
     pub fn rtp_capabilities(
-        &self,
+        &mut self,
         serialize: impl FnOnce(&RtpCapabilitiesFinalized) -> Arc<RawValue>,
     ) -> Arc<RawValue> {
         self.join.reach(JoinStage::RtpCapabilities);
+        if self.prepared.is_none() {
+            let options = self.transport_options(false);
+            self.prepared = Some(Prepared::start(&self.room.router, options));
+        }
         self.room.capabilities_json(serialize)
     }
 
@@ -153,17 +164,14 @@ impl Peer {
         if slot.is_some() {
             return Err(PeerError::TransportExists(role(direction)));
         }
-        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
-        let options = self.settings.options(force_tcp, webrtc_server);
-        let transport = self
-            .room
-            .router
-            .create_webrtc_transport(options)
-            .await
-            .map_err(|error| match webrtc_server {
-                Some(_) => PeerError::CreateSharedPortTransport(error),
-                None => PeerError::CreateTransport(error),
-            })?;
+        let prepared = match &mut self.prepared {
+            Some(prepared) => prepared.take(direction, force_tcp).await,
+            None => None,
+        };
+        let transport = match prepared {
+            Some(transport) => transport,
+            None => self.new_transport(force_tcp).await?,
+        };
         self.watch_transport(&transport, direction);
         let announcements = match direction {
             Direction::Send => {
@@ -179,6 +187,28 @@ impl Peer {
             self.join.reach(JoinStage::TransportsCreated);
         }
         Ok((transport, announcements))
+    }
+
+    /// A transport made for this request: one with `forceTcp`, or when preparing one failed.
+    async fn new_transport(&self, force_tcp: bool) -> Result<WebRtcTransport, PeerError> {
+        let shared_port = self.room.placement.worker().webrtc_server.is_some();
+        self.room
+            .router
+            .create_webrtc_transport(self.transport_options(force_tcp))
+            .await
+            .map_err(|error| {
+                if shared_port {
+                    PeerError::CreateSharedPortTransport(error)
+                } else {
+                    PeerError::CreateTransport(error)
+                }
+            })
+    }
+
+    /// Options for a transport on this peer's worker (its shared port in single-port mode).
+    fn transport_options(&self, force_tcp: bool) -> WebRtcTransportOptions {
+        let webrtc_server = self.room.placement.worker().webrtc_server.as_ref();
+        self.settings.options(force_tcp, webrtc_server)
     }
 
     fn transport(&self, id: TransportId) -> Result<(&WebRtcTransport, Direction), PeerError> {
