@@ -133,8 +133,12 @@ fn compare(what: &str, server: &[Duration], floor: &[Duration]) -> String {
         ms(server, 0.99),
         ms(floor, 0.5),
         ms(floor, 0.99),
-        ms(server, 0.99) / ms(floor, 0.99)
+        p99_ratio(server, floor)
     )
+}
+
+fn p99_ratio(server: &[Duration], floor: &[Duration]) -> f64 {
+    ms(server, 0.99) / ms(floor, 0.99)
 }
 
 fn ms(took: &[Duration], p: f64) -> f64 {
@@ -193,8 +197,8 @@ async fn main() {
     let floor_alone = alone(floor_url, size.alone).await;
 
     println!(
-        "join (connect, capabilities, two transports): {} alone, then {} rounds of {} at once in 20 rooms",
-        size.alone, size.rounds, size.burst
+        "join (connect, capabilities, two transports): {} alone, then {} at once in 20 rooms (rounds: {})",
+        size.alone, size.burst, size.rounds
     );
     println!("  {}", compare("alone", &server_alone, &floor_alone));
     let mut ratios = Vec::with_capacity(size.rounds);
@@ -211,16 +215,16 @@ async fn main() {
             "  {}",
             compare(&format!("at once {round}"), &server_burst, &floor_burst)
         );
-        ratios.push(ms(&server_burst, 0.99) / ms(&floor_burst, 0.99));
+        ratios.push(p99_ratio(&server_burst, &floor_burst));
     }
     let cpu_burst = cpu_seconds(&server) - cpu;
     ratios.sort_by(f64::total_cmp);
     println!(
-        "  at once: p99 ratio median {:.2}x ({:.2}-{:.2}x over {} rounds)",
+        "  at once: p99 ratio, median of {}: {:.2}x ({:.2}-{:.2}x)",
+        size.rounds,
         ratios[ratios.len() / 2],
         ratios[0],
-        ratios[ratios.len() - 1],
-        size.rounds
+        ratios[ratios.len() - 1]
     );
     println!(
         "  server's own time per join (request histograms): {:.3} ms; server CPU per join: {:.2} ms alone, {:.2} ms at once",
