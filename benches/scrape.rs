@@ -123,6 +123,8 @@ async fn main() {
     let bench = std::env::args().any(|arg| arg == "--bench");
     let size = if bench { &BENCH } else { &TEST };
     let server = Server::start(&[
+        // Every peer connects from 127.0.0.1: above the default cap of connections per address.
+        ("MEDIASOUP_MAX_CONNECTIONS_PER_IP", "100000"),
         ("MEDIASOUP_NUM_WORKERS", "2"),
         ("MEDIASOUP_STATS_INTERVAL_SECS", "1"),
         ("MEDIASOUP_RTC_MIN_PORT", "40000"),
