@@ -92,7 +92,7 @@ test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE
       udpTransports: 0,
       udpWithTcpConnection: 0,
       // UDP transports that had an ICE-TCP connection at any sample (Chromium opens them while
-      // checking candidate pairs and drops them some seconds after UDP won).
+      // checking candidate pairs and drops them once UDP has won).
       udpEverTcp: 0,
       joined: 0,
       // By leave mode: transports that had an established ICE-TCP connection when they left.
@@ -110,7 +110,7 @@ test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE
           ...server.rtcPorts,
         }).catch(() => []);
         for (const c of sample) everConnected.add(c.localPort);
-        await new Promise((resolve) => setTimeout(resolve, 250));
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
 
@@ -360,10 +360,12 @@ test(`real network path${SINGLE_PORT ? ' (single media port)' : ''}: UDP and ICE
         assert.ok(evidence.byMode[mode].tcpOnly > 0, `${mode}: peers left while holding ICE-TCP connections`);
       }
       // UDP transports get ICE-TCP connections too (Chromium checks every candidate pair), but
-      // only for a while: seen on about half of them, and on a quarter still when they left.
+      // only for a while, and how long depends on the machine: seen on about half of them and on
+      // a quarter still when they left on one, on a sixth and never at leave time on another. So
+      // only their existence is asserted here; leaving with one open beside the selected UDP
+      // path is tests/ice_tcp.rs's leaving_with_an_ice_tcp_connection_beside_the_selected_udp_path.
       if (ROUNDS >= 10) {
         assert.ok(evidence.udpEverTcp > 0, 'some UDP transport had an ICE-TCP connection as well');
-        assert.ok(evidence.udpWithTcpConnection > 0, 'some UDP transport still had its ICE-TCP connection when its peer left');
       }
       assert.ok(tuples.tcp >= evidence.tcpOnlyTransports, `ice_selected_tuples_total{protocol="tcp"} ${tuples.tcp}`);
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
